@@ -1,0 +1,81 @@
+"""`aepipe`: the pipeline's stages and tools behind one command.
+
+Errors a user can fix end as one line on stderr and exit status 2; Ctrl-C / SIGTERM exit 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.config import Params, load_params
+from pipeline.errors import PipelineError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _stage(module: str) -> Callable[[argparse.Namespace], None]:
+    """A handler that validates params.yaml, then runs `pipeline.stages.<module>.run`."""
+
+    def handler(args: argparse.Namespace) -> None:
+        params = load_params(args.params)
+        importlib.import_module(f"pipeline.stages.{module}").run(params)
+
+    return handler
+
+
+def _train(args: argparse.Namespace) -> None:
+    from pipeline.stages import train
+
+    train.run(load_params(args.params), train.STAGES[args.model])
+
+
+def _validate(args: argparse.Namespace) -> None:
+    params: Params = load_params(args.params)
+    print(f"{args.params}: valid ({len(params.flat())} params)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aepipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file (default: params.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str):  # noqa: ANN202
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("validate", _validate, "check params.yaml against the schema")
+    add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
+    add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
+    add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")
+    train = add("train", _train, "stages train_basic / train_denoise")
+    train.add_argument("model", choices=("basic", "denoise"))
+    add("evaluate", _stage("evaluate"), "stage evaluate: metrics and figures")
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # end MLflow runs and temp files as on Ctrl-C
+    try:
+        args.handler(args)
+    except PipelineError as exc:
+        print(f"aepipe {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"aepipe {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

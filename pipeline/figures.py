@@ -1,0 +1,72 @@
+"""Figures: the tutorial's four image grids and the loss curves. Pure: arrays in, Figure out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pipeline.datasets import IMAGE_SIDE  # noqa: E402
+from pipeline.fsutil import atomic_path  # noqa: E402
+
+# No version string in the PNG, so a matplotlib upgrade alone does not change the file's md5.
+PNG_METADATA = {"Software": None}
+
+
+def code_image_shape(encoding_dim: int) -> tuple[int, int]:
+    """The tutorial draws a 64-number code as a 4x16 image; other sizes get up to 4 rows."""
+    rows = max(r for r in range(1, 5) if encoding_dim % r == 0)
+    return rows, encoding_dim // rows
+
+
+def _show(ax: plt.Axes, image: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(image, cmap="gray")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def code_grid(codes: np.ndarray) -> Figure:
+    """Each code drawn as an image, as the tutorial does (`reshape(4, 16).T`)."""
+    rows, cols = code_image_shape(codes.shape[1])
+    fig, axes = plt.subplots(1, len(codes), figsize=(2 * len(codes), 4), squeeze=False)
+    for ax, code in zip(axes[0], codes, strict=True):
+        _show(ax, code.reshape(rows, cols).T)
+    fig.suptitle(f"{codes.shape[1]}-number codes of the first test images")
+    return fig
+
+
+def image_rows(rows: Mapping[str, np.ndarray]) -> Figure:
+    """One row of 28x28 images per entry, e.g. originals above reconstructions."""
+    n = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), n, figsize=(2 * n, 2.1 * len(rows)), squeeze=False)
+    for axes_row, (label, images) in zip(axes, rows.items(), strict=True):
+        for column, (ax, image) in enumerate(zip(axes_row, images, strict=True)):
+            _show(ax, image.reshape(IMAGE_SIDE, IMAGE_SIDE), label if column == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(histories: Mapping[str, Sequence[tuple[int, float, float]]]) -> Figure:
+    """Training and validation loss per epoch, one panel per training stage."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.5), squeeze=False)
+    for ax, (stage, rows) in zip(axes[0], histories.items(), strict=True):
+        epochs, loss, val_loss = zip(*rows, strict=True)
+        ax.plot(epochs, loss, marker="o", label="loss")
+        ax.plot(epochs, val_loss, marker="o", label="val_loss")
+        ax.set(title=stage, xlabel="epoch", ylabel="binary cross-entropy")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata=PNG_METADATA)
+    plt.close(fig)

@@ -1,0 +1,35 @@
+"""Reconstruction metrics on images in [0, 1], averaged over images."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio
+
+# Keras clips probabilities to [eps, 1 - eps] before the log; so do we, to report the same BCE.
+KERAS_EPSILON = 1e-7
+
+
+def binary_cross_entropy(target: np.ndarray, predicted: np.ndarray) -> float:
+    p = np.clip(predicted.astype(np.float64), KERAS_EPSILON, 1 - KERAS_EPSILON)
+    t = target.astype(np.float64)
+    return float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+
+
+def mean_squared_error(target: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean((target.astype(np.float64) - predicted.astype(np.float64)) ** 2))
+
+
+def mean_psnr(target: np.ndarray, predicted: np.ndarray) -> float:
+    """PSNR in dB of each image (data range 1), averaged over the images."""
+    return float(np.mean([
+        peak_signal_noise_ratio(t.astype(np.float64), p.astype(np.float64), data_range=1.0)
+        for t, p in zip(target, predicted, strict=True)
+    ]))
+
+
+def reconstruction_metrics(target: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {
+        "bce": binary_cross_entropy(target, predicted),
+        "mse": mean_squared_error(target, predicted),
+        "psnr": mean_psnr(target, predicted),
+    }

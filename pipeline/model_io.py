@@ -1,0 +1,58 @@
+"""Saving and loading `.keras` files byte-for-byte reproducibly.
+
+Keras stamps each archive with the save time (in `metadata.json` and in the zip entry of the
+weights), so the same weights would hash differently on every run. `canonical_keras_bytes`
+rewrites both to fixed values; everything else, weights included, is kept as saved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+
+from pipeline.errors import DataError
+from pipeline.fsutil import write_bytes_atomic
+
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+FIXED_DATE_SAVED = "1980-01-01@00:00:00"
+
+
+def canonical_keras_bytes(archive_bytes: bytes) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(archive_bytes))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata["date_saved"] = FIXED_DATE_SAVED
+                data = json.dumps(metadata).encode()
+            info = zipfile.ZipInfo(entry.filename, date_time=FIXED_ZIP_TIME)
+            info.compress_type = entry.compress_type
+            info.external_attr = 0o644 << 16
+            target.writestr(info, data)
+    return out.getvalue()
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save atomically with canonical bytes: same weights, same file, same md5."""
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "model.keras"
+        model.save(raw)
+        write_bytes_atomic(path, canonical_keras_bytes(raw.read_bytes()))
+
+
+def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+    """Load with Keras safe mode (no arbitrary code from the archive)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing (run the stage that writes it: `dvc repro`)")
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:  # Keras raises many kinds on a corrupted archive
+        raise DataError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None

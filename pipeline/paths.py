@@ -1,0 +1,24 @@
+"""Where each stage reads and writes, relative to the repository root.
+
+`dvc.yaml` names the same paths; `tests/test_dvc_yaml.py` keeps the two in step.
+"""
+
+from pathlib import Path
+
+RAW_DIR = Path("data/raw")
+PREPARED_DIR = Path("data/prepared")
+NOISY_DIR = Path("data/noisy")
+MODELS_DIR = Path("models")
+REPORTS_DIR = Path("reports")
+FIGURES_DIR = REPORTS_DIR / "figures"
+METRICS_FILE = REPORTS_DIR / "metrics.json"
+# Local state that must survive DVC deleting a stage's outputs (resume checkpoints, run ids).
+STATE_DIR = Path(".aepipe")
+
+
+def model_file(model_name: str) -> Path:
+    return MODELS_DIR / f"{model_name}.keras"
+
+
+def history_file(stage: str) -> Path:
+    return REPORTS_DIR / stage / "history.csv"

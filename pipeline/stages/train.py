@@ -1,0 +1,105 @@
+"""Stages `train_basic` (clean -> clean) and `train_denoise` (noisy -> clean)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import paths, tracking
+from pipeline.config import Params, TrainParams
+from pipeline.datasets import load_noisy, load_prepared
+from pipeline.errors import DataError
+from pipeline.fsutil import write_text_atomic
+
+HISTORY_COLUMNS = ("epoch", "loss", "val_loss")
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    name: str  # the DVC stage, and the params section it reads
+    model_name: str
+    noisy_inputs: bool
+
+
+BASIC = TrainingStage("train_basic", "basic", noisy_inputs=False)
+DENOISE = TrainingStage("train_denoise", "denoise", noisy_inputs=True)
+STAGES = {stage.model_name: stage for stage in (BASIC, DENOISE)}
+
+
+def history_csv(rows: list[tuple[int, float, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    writer.writerows((epoch, repr(loss), repr(val_loss)) for epoch, loss, val_loss in rows)
+    return buffer.getvalue()
+
+
+def _training_data(stage: TrainingStage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, validation inputs, validation targets); targets are always clean."""
+    split = load_prepared(paths.PREPARED_DIR)
+    if not stage.noisy_inputs:
+        return split.x_train, split.x_train, split.x_test, split.x_test
+    noisy_train, noisy_test = load_noisy(paths.NOISY_DIR)
+    if noisy_train.shape != split.x_train.shape or noisy_test.shape != split.x_test.shape:
+        raise DataError(
+            f"{paths.NOISY_DIR}: shapes {noisy_train.shape}/{noisy_test.shape} do not match "
+            f"{paths.PREPARED_DIR} {split.x_train.shape}/{split.x_test.shape}; rerun `dvc repro`"
+        )
+    return noisy_train, split.x_train, noisy_test, split.x_test
+
+
+def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
+    inputs = [paths.PREPARED_DIR]
+    if stage.noisy_inputs:
+        inputs.append(paths.NOISY_DIR)
+    if stage is DENOISE and params.train_denoise.init_from == "basic":
+        inputs.append(paths.model_file(BASIC.model_name))
+    return inputs
+
+
+def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):  # noqa: ANN202
+    from pipeline import model_io, models
+
+    if stage is DENOISE and params.train_denoise.init_from == "basic":
+        # The tutorial keeps training the same model, optimiser state included.
+        model = model_io.load_model(paths.model_file(BASIC.model_name), compile=True)
+        model.optimizer.learning_rate.assign(settings.learning_rate)
+        return model
+    return models.compile_for_training(
+        models.build_autoencoder(params.model.encoding_dim), settings.learning_rate
+    )
+
+
+def run(params: Params, stage: TrainingStage) -> None:
+    settings: TrainParams = getattr(params, stage.name)
+    inputs, targets, val_inputs, val_targets = _training_data(stage)
+    model_path = paths.model_file(stage.model_name)
+    history_path = paths.history_file(stage.name)
+
+    with tracking.stage_run(stage.name, _inputs(stage, params)) as run:
+        run.log_params(params.flat())
+        from pipeline import figures, model_io, training  # TensorFlow loads here
+
+        training.enable_determinism(params.seed)
+        model = _initial_model(stage, params, settings)
+
+        def log_epoch(result: training.EpochResult) -> None:
+            print(f"{stage.name}: epoch {result.epoch}/{settings.epochs} "
+                  f"loss {result.loss:.4f} val_loss {result.val_loss:.4f}", flush=True)
+            run.log_metrics({"loss": result.loss, "val_loss": result.val_loss}, step=result.epoch)
+
+        results = training.fit(
+            model, inputs, targets, val_inputs, val_targets,
+            epochs=settings.epochs, batch_size=settings.batch_size, seed=params.seed,
+            on_epoch_end=log_epoch,
+        )
+        rows = [(r.epoch, r.loss, r.val_loss) for r in results]
+        model_io.save_model(model, model_path)
+        write_text_atomic(history_path, history_csv(rows))
+        run.log_outputs([model_path, history_path])
+        run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
+        run.log_keras_model(model, val_inputs[:5])

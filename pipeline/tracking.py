@@ -1,0 +1,195 @@
+"""MLflow tracking: where runs go, how stages of one pipeline run are grouped, lineage tags.
+
+Default store: `mlflow.db` (SQLite) and `mlruns/` at the root of the main repository, also when
+a stage runs inside a DVC queue's temporary copy (`.dvc/tmp/exps/<tmp>/`), so queued experiments
+land in the same store as workspace runs. `MLFLOW_TRACKING_URI` overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from pipeline import provenance
+from pipeline.errors import TrackingError
+from pipeline.fsutil import dvc_md5
+
+EXPERIMENT_NAME = "autoencoder"
+HEALTH_TIMEOUT_S = 3
+TAG_STAGE = "dvc.stage"
+TAG_GROUP = "aepipe.pipeline_run"
+TAG_ROLE = "aepipe.role"
+TAG_DEP = "dvc.dep."  # + path -> md5, as DVC records it
+TAG_OUT = "dvc.out."  # + path -> md5, as DVC records it
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The main repository's root, also from inside `<root>/.dvc/tmp/exps/<tmp>/`."""
+    start = (start or Path.cwd()).resolve()
+    for parent in start.parents:
+        if parent.name == ".dvc" and start.is_relative_to(parent / "tmp" / "exps"):
+            return parent.parent
+    return start
+
+
+def default_store(root: Path) -> tuple[str, Path]:
+    """The embedded store: a SQLite file and an artifact directory in the repository."""
+    return f"sqlite:///{root / 'mlflow.db'}", root / "mlruns"
+
+
+def configured_uri() -> tuple[str, Path | None]:
+    """The tracking URI to use, and the artifact directory when it is the embedded store."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri, None
+    return default_store(repository_root())
+
+
+def ensure_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, rather than after training or minutes of retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it "
+                "(`aepipe server start`) or unset MLFLOW_TRACKING_URI to use the local store"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.parent.is_dir():
+            raise TrackingError(f"MLflow store {uri}: directory {database.parent} does not exist")
+
+
+def _experiment_id(client: Any, artifact_dir: Path | None) -> str:
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifact_dir.as_uri() if artifact_dir else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, str]) -> str:
+    """The run that groups every stage of one pipeline run, created by its first stage."""
+    query = f"tags.`{TAG_GROUP}` = '{group}' and tags.`{TAG_ROLE}` = 'pipeline'"
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, TAG_ROLE: "pipeline"})
+    return run.info.run_id
+
+
+def lineage_tags(stage: str, inputs: list[Path]) -> dict[str, str]:
+    """Tags that tie a run to the code, data and DVC experiment it came from."""
+    git = provenance.git_state()
+    tags = {
+        TAG_STAGE: stage,
+        TAG_GROUP: provenance.pipeline_run_id(),
+        "git.commit": git.commit,
+        "git.dirty": str(git.dirty).lower(),
+        "mlflow.source.git.commit": git.commit,
+    }
+    tags.update({f"dvc.exp_{key}": value for key, value in provenance.dvc_experiment().items()})
+    tags.update({f"version.{name}": version
+                 for name, version in provenance.package_versions().items()})
+    tags.update(output_tags(inputs, TAG_DEP))
+    return tags
+
+
+def output_tags(files: list[Path], prefix: str = TAG_OUT) -> dict[str, str]:
+    return {f"{prefix}{path.as_posix()}": dvc_md5(path) for path in files}
+
+
+class StageRun:
+    """A started MLflow run for one stage; use through `stage_run`."""
+
+    def __init__(self, mlflow: Any, run_id: str):
+        self.mlflow = mlflow
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.mlflow.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_artifact(self, path: Path, directory: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=directory)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.mlflow.log_figure(figure, artifact_file)
+        plt.close(figure)
+
+    def log_keras_model(self, model: Any, example_inputs: Any) -> None:
+        """Log with MLflow's Keras flavour and an input signature (name `model`)."""
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        outputs = model.predict(example_inputs, verbose=0)
+        versions = provenance.package_versions()
+        mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example_inputs, outputs),
+            # Listed, not inferred: inference reloads the model in a subprocess (~10 s).
+            pip_requirements=[f"tensorflow-cpu=={versions['tensorflow-cpu']}",
+                              f"keras=={versions['keras']}"],
+        )
+
+    def log_outputs(self, outputs: list[Path]) -> None:
+        """Tag each DVC output with its md5 and store its exact bytes under `dvc_outputs/`."""
+        self.mlflow.set_tags(output_tags(outputs))
+        for path in outputs:
+            if path.is_dir():
+                self.mlflow.log_artifacts(str(path), f"dvc_outputs/{path.as_posix()}")
+            else:
+                self.log_artifact(path, f"dvc_outputs/{path.parent.as_posix()}")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
+    """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
+
+    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C / SIGTERM), never left RUNNING.
+    """
+    uri, artifact_dir = configured_uri()
+    ensure_reachable(uri)
+    import mlflow  # imported here: 1-2 s, and only stages that log need it
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    tags = lineage_tags(stage, inputs)
+    lock_dir = artifact_dir.parent / ".aepipe" if artifact_dir else None
+    lock = FileLock(lock_dir / "mlflow.lock") if lock_dir else contextlib.nullcontext()
+    if lock_dir:
+        lock_dir.mkdir(exist_ok=True)
+    try:
+        with lock:  # the first use creates the SQLite schema; parallel queue workers must wait
+            experiment_id = _experiment_id(client, artifact_dir)
+            parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
+    except Exception as exc:
+        raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+    tags["mlflow.parentRunId"] = parent_id
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+    status = "FAILED"
+    try:
+        yield StageRun(mlflow, run.info.run_id)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status)
+        client.set_terminated(parent_id, status)
