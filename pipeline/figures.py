@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from pipeline.datasets import IMAGE_SIDE  # noqa: E402
-from pipeline.fsutil import atomic_path  # noqa: E402
+from pipeline.datasets import IMAGE_SIDE
+from pipeline.fsutil import atomic_path
 
 # No version string in the PNG, so a matplotlib upgrade alone does not change the file's md5.
 PNG_METADATA = {"Software": None}

@@ -21,10 +21,14 @@ def mean_squared_error(target: np.ndarray, predicted: np.ndarray) -> float:
 
 def mean_psnr(target: np.ndarray, predicted: np.ndarray) -> float:
     """PSNR in dB of each image (data range 1), averaged over the images."""
-    return float(np.mean([
-        peak_signal_noise_ratio(t.astype(np.float64), p.astype(np.float64), data_range=1.0)
-        for t, p in zip(target, predicted, strict=True)
-    ]))
+    return float(
+        np.mean(
+            [
+                peak_signal_noise_ratio(t.astype(np.float64), p.astype(np.float64), data_range=1.0)
+                for t, p in zip(target, predicted, strict=True)
+            ]
+        )
+    )
 
 
 def reconstruction_metrics(target: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

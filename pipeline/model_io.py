@@ -55,4 +55,6 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds on a corrupted archive
-        raise DataError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})"
+        ) from None

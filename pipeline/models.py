@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from pipeline.datasets import IMAGE_PIXELS
 
@@ -30,3 +31,19 @@ def encoder_of(model: keras.Model) -> keras.Model:
 def compile_for_training(model: keras.Model, learning_rate: float) -> keras.Model:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=LOSS)
     return model
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """Outputs for `images`, in batches; plain calls, without `predict`'s tf.data machinery."""
+    return (
+        np.concatenate(
+            [
+                keras.ops.convert_to_numpy(
+                    model(images[start : start + batch_size], training=False)
+                )
+                for start in range(0, len(images), batch_size)
+            ]
+        )
+        if len(images)
+        else np.zeros((0, *model.output_shape[1:]), np.float32)
+    )

@@ -57,8 +57,10 @@ def package_versions() -> dict[str, str]:
 
 def dvc_experiment() -> dict[str, str]:
     """The DVC experiment name and baseline, set by `dvc exp run` (empty under `dvc repro`)."""
-    found = {"name": os.environ.get("DVC_EXP_NAME", ""),
-             "baseline": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+    found = {
+        "name": os.environ.get("DVC_EXP_NAME", ""),
+        "baseline": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+    }
     return {key: value for key, value in found.items() if value}
 
 
@@ -83,8 +85,6 @@ def pipeline_run_id() -> str:
 
 def _is_dvc_command(argv: list[str]) -> bool:
     for index, part in enumerate(argv[:3]):
-        if Path(part).name == "dvc" or (part == "-m" and argv[index + 1:index + 2] == ["dvc"]):
+        if Path(part).name == "dvc" or (part == "-m" and argv[index + 1 : index + 2] == ["dvc"]):
             return True
     return False
-
-

@@ -89,9 +89,8 @@ def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, 
     return run.info.run_id
 
 
-def lineage_tags(stage: str, inputs: list[Path]) -> dict[str, str]:
+def lineage_tags(stage: str, inputs: list[Path], git: provenance.GitState) -> dict[str, str]:
     """Tags that tie a run to the code, data and DVC experiment it came from."""
-    git = provenance.git_state()
     tags = {
         TAG_STAGE: stage,
         TAG_GROUP: provenance.pipeline_run_id(),
@@ -100,8 +99,9 @@ def lineage_tags(stage: str, inputs: list[Path]) -> dict[str, str]:
         "mlflow.source.git.commit": git.commit,
     }
     tags.update({f"dvc.exp_{key}": value for key, value in provenance.dvc_experiment().items()})
-    tags.update({f"version.{name}": version
-                 for name, version in provenance.package_versions().items()})
+    tags.update(
+        {f"version.{name}": version for name, version in provenance.package_versions().items()}
+    )
     tags.update(output_tags(inputs, TAG_DEP))
     return tags
 
@@ -132,20 +132,21 @@ class StageRun:
         self.mlflow.log_figure(figure, artifact_file)
         plt.close(figure)
 
-    def log_keras_model(self, model: Any, example_inputs: Any) -> None:
-        """Log with MLflow's Keras flavour and an input signature (name `model`)."""
+    def log_keras_model(self, model: Any, example_inputs: Any, example_outputs: Any) -> None:
+        """Log with MLflow's Keras flavour and a signature (name `model`)."""
         import mlflow.keras
         from mlflow.models import infer_signature
 
-        outputs = model.predict(example_inputs, verbose=0)
         versions = provenance.package_versions()
         mlflow.keras.log_model(
             model,
             name="model",
-            signature=infer_signature(example_inputs, outputs),
+            signature=infer_signature(example_inputs, example_outputs),
             # Listed, not inferred: inference reloads the model in a subprocess (~10 s).
-            pip_requirements=[f"tensorflow-cpu=={versions['tensorflow-cpu']}",
-                              f"keras=={versions['keras']}"],
+            pip_requirements=[
+                f"tensorflow-cpu=={versions['tensorflow-cpu']}",
+                f"keras=={versions['keras']}",
+            ],
         )
 
     def log_outputs(self, outputs: list[Path]) -> None:
@@ -170,7 +171,8 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    tags = lineage_tags(stage, inputs)
+    git = provenance.git_state()
+    tags = lineage_tags(stage, inputs, git)
     lock_dir = artifact_dir.parent / ".aepipe" if artifact_dir else None
     lock = FileLock(lock_dir / "mlflow.lock") if lock_dir else contextlib.nullcontext()
     if lock_dir:
@@ -185,6 +187,8 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
     status = "FAILED"
     try:
+        if git.diff:  # the commit alone does not say which code ran
+            mlflow.log_text(git.diff, "lineage/uncommitted.diff")
         yield StageRun(mlflow, run.info.run_id)
         status = "FINISHED"
     except KeyboardInterrupt:

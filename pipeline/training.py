@@ -19,6 +19,9 @@ import tensorflow as tf
 from pipeline.errors import TrainingDiverged
 
 VALIDATION_BATCH = 2048
+# Per-pixel reconstruction losses of a sane run stay far below this (predicting 0.5 everywhere
+# scores 0.69). Above it, the weights have exploded even if the loss is still finite.
+LOSS_CEILING = 100.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ class EpochRunner:
         with tf.GradientTape() as tape:
             loss = self._loss(x, y, training=True)
         variables = self.model.trainable_variables
-        self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.model.optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables, strict=True)
+        )
         return loss
 
     def _train_epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tf.Tensor:
@@ -69,11 +74,11 @@ class EpochRunner:
         full_batches = n // size
         total = tf.constant(0.0, tf.float32)
         for i in tf.range(full_batches):
-            index = order[i * size:(i + 1) * size]
+            index = order[i * size : (i + 1) * size]
             total += self._step(tf.gather(x, index), tf.gather(y, index)) * size
         remainder = n - full_batches * size
         if remainder:
-            index = order[full_batches * size:]
+            index = order[full_batches * size :]
             total += self._step(tf.gather(x, index), tf.gather(y, index)) * remainder
         return total / n  # the sample-weighted mean that Keras' fit reports
 
@@ -86,7 +91,9 @@ class EpochRunner:
     def validation_loss(self, x: tf.Tensor, y: tf.Tensor) -> float:
         n = int(x.shape[0])
         total = sum(
-            float(self._val(x[start:start + VALIDATION_BATCH], y[start:start + VALIDATION_BATCH]))
+            float(
+                self._val(x[start : start + VALIDATION_BATCH], y[start : start + VALIDATION_BATCH])
+            )
             for start in range(0, n, VALIDATION_BATCH)
         )
         return total / n
@@ -113,9 +120,10 @@ def fit(
     results = []
     for epoch in range(first_epoch, epochs + 1):
         loss = runner.train_epoch(x, y, epoch_permutation(seed, epoch, len(inputs)))
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or loss > LOSS_CEILING:
             raise TrainingDiverged(
-                f"loss became {loss} in epoch {epoch}; lower the learning rate "
+                f"training diverged: loss {loss:.4g} in epoch {epoch} (a sane run stays below "
+                f"{LOSS_CEILING:g}); lower the learning rate "
                 f"(currently {float(model.optimizer.learning_rate):g})"
             )
         result = EpochResult(epoch, loss, runner.validation_loss(val_x, val_y))

@@ -15,8 +15,6 @@ from pipeline.fsutil import write_json_atomic
 from pipeline.metrics import reconstruction_metrics
 from pipeline.stages.train import BASIC, DENOISE, HISTORY_COLUMNS
 
-PREDICT_BATCH = 2048
-
 
 def read_history(path: Path) -> list[tuple[int, float, float]]:
     if not path.is_file():
@@ -32,8 +30,9 @@ def read_history(path: Path) -> list[tuple[int, float, float]]:
             raise DataError(f"{path}: malformed row ({exc})") from None
 
 
-def evaluation_metrics(clean: np.ndarray, noisy: np.ndarray, reconstructed: np.ndarray,
-                       denoised: np.ndarray) -> dict[str, dict[str, float]]:
+def evaluation_metrics(
+    clean: np.ndarray, noisy: np.ndarray, reconstructed: np.ndarray, denoised: np.ndarray
+) -> dict[str, dict[str, float]]:
     """Every score compares with the clean test images."""
     return {
         "basic_on_clean": reconstruction_metrics(clean, reconstructed),
@@ -50,11 +49,16 @@ def figure_files() -> dict[str, Path]:
 def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
     _, noisy_test = load_noisy(paths.NOISY_DIR)
-    histories = {stage.name: read_history(paths.history_file(stage.name))
-                 for stage in (BASIC, DENOISE)}
+    histories = {
+        stage.name: read_history(paths.history_file(stage.name)) for stage in (BASIC, DENOISE)
+    }
     model_files = [paths.model_file(stage.model_name) for stage in (BASIC, DENOISE)]
-    inputs = [paths.PREPARED_DIR, paths.NOISY_DIR, *model_files,
-              *(paths.history_file(stage) for stage in histories)]
+    inputs = [
+        paths.PREPARED_DIR,
+        paths.NOISY_DIR,
+        *model_files,
+        *(paths.history_file(stage) for stage in histories),
+    ]
 
     with tracking.stage_run("evaluate", inputs) as run:
         run.log_params(params.flat())
@@ -62,17 +66,18 @@ def run(params: Params) -> None:
 
         basic, denoiser = (model_io.load_model(path, compile=False) for path in model_files)
         x_test = split.x_test
-        reconstructed = basic.predict(x_test, batch_size=PREDICT_BATCH, verbose=0)
-        denoised = denoiser.predict(noisy_test, batch_size=PREDICT_BATCH, verbose=0)
+        reconstructed = models.predict(basic, x_test)
+        denoised = models.predict(denoiser, noisy_test)
         metrics = evaluation_metrics(x_test, noisy_test, reconstructed, denoised)
         write_json_atomic(paths.METRICS_FILE, metrics)
 
         n = params.evaluate.n_examples
-        codes = models.encoder_of(basic).predict(x_test[:n], verbose=0)
+        codes = models.predict(models.encoder_of(basic), x_test[:n])
         drawn = {
             "codes": figures.code_grid(codes),
             "reconstructions": figures.image_rows(
-                {"original": x_test[:n], "reconstructed": reconstructed[:n]}),
+                {"original": x_test[:n], "reconstructed": reconstructed[:n]}
+            ),
             "noisy_samples": figures.image_rows({"noisy": noisy_test[:n]}),
             "denoised": figures.image_rows({"noisy": noisy_test[:n], "denoised": denoised[:n]}),
             "loss_curves": figures.loss_curves(histories),
@@ -80,8 +85,13 @@ def run(params: Params) -> None:
         for name, path in figure_files().items():
             figures.save_png(drawn[name], path)
 
-        run.log_metrics({f"{group}.{name}": value for group, scores in metrics.items()
-                         for name, value in scores.items()})
+        run.log_metrics(
+            {
+                f"{group}.{name}": value
+                for group, scores in metrics.items()
+                for name, value in scores.items()
+            }
+        )
         run.log_outputs([paths.METRICS_FILE, paths.FIGURES_DIR])
         for group, scores in metrics.items():
             print(f"evaluate: {group:18s} " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))

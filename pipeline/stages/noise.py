@@ -15,12 +15,15 @@ def add_gaussian_noise(images: np.ndarray, factor: float, rng: np.random.Generat
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
-def noisy_copies(x_train: np.ndarray, x_test: np.ndarray, factor: float,
-                 seed: int) -> dict[str, np.ndarray]:
+def noisy_copies(
+    x_train: np.ndarray, x_test: np.ndarray, factor: float, seed: int
+) -> dict[str, np.ndarray]:
     """Train then test from one generator, so each is a fixed function of (data, factor, seed)."""
     rng = np.random.default_rng(seed)
-    return {"x_train": add_gaussian_noise(x_train, factor, rng),
-            "x_test": add_gaussian_noise(x_test, factor, rng)}
+    return {
+        "x_train": add_gaussian_noise(x_train, factor, rng),
+        "x_test": add_gaussian_noise(x_test, factor, rng),
+    }
 
 
 def run(params: Params) -> None:

@@ -30,5 +30,7 @@ def run(params: Params) -> None:
     verify_mnist(raw, str(paths.RAW_DIR))
     split = prepare_split(raw, params.data.train_size, params.data.test_size)
     save_arrays(paths.PREPARED_DIR, vars(split))
-    print(f"prepare: {len(split.x_train)} train, {len(split.x_test)} test images "
-          f"-> {paths.PREPARED_DIR}/")
+    print(
+        f"prepare: {len(split.x_train)} train, {len(split.x_test)} test images "
+        f"-> {paths.PREPARED_DIR}/"
+    )

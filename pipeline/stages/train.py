@@ -61,7 +61,7 @@ def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
     return inputs
 
 
-def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):  # noqa: ANN202
+def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
     from pipeline import model_io, models
 
     if stage is DENOISE and params.train_denoise.init_from == "basic":
@@ -82,19 +82,28 @@ def run(params: Params, stage: TrainingStage) -> None:
 
     with tracking.stage_run(stage.name, _inputs(stage, params)) as run:
         run.log_params(params.flat())
-        from pipeline import figures, model_io, training  # TensorFlow loads here
+        from pipeline import figures, model_io, models, training  # TensorFlow loads here
 
         training.enable_determinism(params.seed)
         model = _initial_model(stage, params, settings)
 
         def log_epoch(result: training.EpochResult) -> None:
-            print(f"{stage.name}: epoch {result.epoch}/{settings.epochs} "
-                  f"loss {result.loss:.4f} val_loss {result.val_loss:.4f}", flush=True)
+            print(
+                f"{stage.name}: epoch {result.epoch}/{settings.epochs} "
+                f"loss {result.loss:.4f} val_loss {result.val_loss:.4f}",
+                flush=True,
+            )
             run.log_metrics({"loss": result.loss, "val_loss": result.val_loss}, step=result.epoch)
 
         results = training.fit(
-            model, inputs, targets, val_inputs, val_targets,
-            epochs=settings.epochs, batch_size=settings.batch_size, seed=params.seed,
+            model,
+            inputs,
+            targets,
+            val_inputs,
+            val_targets,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=params.seed,
             on_epoch_end=log_epoch,
         )
         rows = [(r.epoch, r.loss, r.val_loss) for r in results]
@@ -102,4 +111,5 @@ def run(params: Params, stage: TrainingStage) -> None:
         write_text_atomic(history_path, history_csv(rows))
         run.log_outputs([model_path, history_path])
         run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
-        run.log_keras_model(model, val_inputs[:5])
+        examples = val_inputs[:5]
+        run.log_keras_model(model, examples, models.predict(model, examples))

@@ -1,0 +1,108 @@
+"""Shared fixtures. TensorFlow is imported once per session, by the tests that need it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Small enough for seconds per stage, big enough for every stage to do real work.
+TINY_PARAMS = {
+    "data": {"train_size": 512, "test_size": 128},
+    "train_basic": {"epochs": 2, "batch_size": 64},
+    "train_denoise": {"epochs": 2, "batch_size": 64},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return merged
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user has after activating the venv, with no tracking server set."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "DVC_", "AEPIPE_PIPELINE"))
+    }
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["AEPIPE_CACHE_DIR"] = os.environ.get(
+        "AEPIPE_CACHE_DIR", str(Path.home() / ".cache" / "aepipe")
+    )
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra or {})
+    return env
+
+
+def run(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env or pipeline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def copy_repo(destination: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding the tracked files of this one and `params`."""
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        source = REPO_ROOT / name
+        if source.is_file() and name != "dvc.lock":
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        run(command, destination)
+    return destination
+
+
+@pytest.fixture
+def tmp_repo(tmp_path: Path) -> Path:
+    """A copy of the repository with tiny params, as `dvc repro` would see a fresh clone."""
+    return copy_repo(tmp_path / "repo", merge(default_params(), TINY_PARAMS))
+
+
+def error_message(exc_type: type[Exception], func, *args) -> str:
+    """The message of the `exc_type` that `func(*args)` must raise."""
+    with pytest.raises(exc_type) as caught:
+        func(*args)
+    return str(caught.value)

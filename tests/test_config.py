@@ -1,0 +1,102 @@
+import pytest
+import yaml
+
+from pipeline.config import load_params, parse_params
+from pipeline.errors import ParamsError
+from tests.conftest import default_params, error_message, merge
+
+
+def error_for(override: dict) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(merge(default_params(), override))
+    return str(caught.value)
+
+
+def test_committed_params_are_valid():
+    params = load_params("params.yaml")
+    assert params.train_basic.epochs == 10
+    assert params.flat()["train_denoise.init_from"] == "basic"
+
+
+def test_unknown_key_is_named_with_the_allowed_ones():
+    raw = default_params()
+    raw["train_basic"]["epoch"] = 5
+    message = error_message(ParamsError, parse_params, raw)
+    assert "unknown key 'train_basic.epoch'" in message
+    assert "epochs, batch_size, learning_rate" in message
+
+
+def test_missing_key_is_named():
+    raw = default_params()
+    del raw["noise"]["seed"]
+    assert "missing required key 'noise.seed'" in error_message(ParamsError, parse_params, raw)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            {"train_basic": {"epochs": 0}},
+            "train_basic.epochs = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            {"train_basic": {"epochs": "ten"}},
+            "train_basic.epochs = 'ten': Input should be a valid integer",
+        ),
+        ({"train_basic": {"epochs": 2.5}}, "train_basic.epochs = 2.5"),
+        ({"train_basic": {"epochs": True}}, "train_basic.epochs = True"),
+        (
+            {"noise": {"factor": -0.1}},
+            "noise.factor = -0.1: Input should be greater than or equal to 0",
+        ),
+        ({"noise": {"factor": "lots"}}, "noise.factor = 'lots': expected a number"),
+        (
+            {"data": {"train_size": 60001}},
+            "data.train_size = 60001: Input should be less than or equal to 60000",
+        ),
+        ({"data": {"test_size": 10001}}, "data.test_size = 10001"),
+        ({"data": {"source": "s3"}}, "data.source = 's3': allowed are auto, keras, pypi"),
+        (
+            {"train_denoise": {"init_from": "imagenet"}},
+            "train_denoise.init_from = 'imagenet': Input should be 'basic' or 'scratch'",
+        ),
+        (
+            {"train_basic": {"learning_rate": 0}},
+            "train_basic.learning_rate = 0: Input should be greater than 0",
+        ),
+    ],
+)
+def test_bad_values_name_key_value_and_rule(override, expected):
+    message = error_for(override)
+    assert message.startswith("params.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_cross_field_rules():
+    assert "train_denoise.batch_size = 600: must not exceed data.train_size = 500" in error_for(
+        {"data": {"train_size": 500}, "train_denoise": {"batch_size": 600}}
+    )
+    assert "evaluate.n_examples = 8: must not exceed data.test_size = 5" in error_for(
+        {"data": {"test_size": 5}, "evaluate": {"n_examples": 8}}
+    )
+
+
+def test_scientific_notation_string_is_a_float():
+    # YAML 1.1 (PyYAML, `dvc exp run -S`) reads 1e-3 as a string.
+    params = parse_params(merge(default_params(), {"train_basic": {"learning_rate": "1e-3"}}))
+    assert params.train_basic.learning_rate == 0.001
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    (tmp_path / "p.yaml").write_text("- a\n- b\n")
+    assert "expected a mapping" in error_message(ParamsError, load_params, tmp_path / "p.yaml")
+    (tmp_path / "q.yaml").write_text("seed: [1\n")
+    assert "not valid YAML" in error_message(ParamsError, load_params, tmp_path / "q.yaml")
+    assert "file not found" in error_message(ParamsError, load_params, tmp_path / "none.yaml")
+
+
+def test_every_default_value_round_trips_through_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(default_params()))
+    assert load_params(path) == load_params("params.yaml")

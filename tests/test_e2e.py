@@ -1,0 +1,135 @@
+"""The real `dvc repro` / `dvc exp run` on tiny params, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_PARAMS, copy_repo, default_params, merge, run
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ("validate", "fetch", "prepare", "noise", "train_basic", "train_denoise", "evaluate")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo", merge(default_params(), TINY_PARAMS))
+    result = run(["dvc", "repro"], repo)
+    return repo, result.stdout
+
+
+def lock_md5s(repo: Path) -> dict[tuple[str, str], str]:
+    """(stage, path) -> md5 for every dep and out in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        (stage, entry["path"]): entry["md5"]
+        for stage, body in lock["stages"].items()
+        for entry in body.get("deps", []) + body.get("outs", [])
+    }
+
+
+def mlflow_runs(repo: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["autoencoder"], output_format="list")
+
+
+def test_every_stage_ran_and_wrote_its_outputs(reproduced):
+    repo, stdout = reproduced
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in stdout
+    for name in ("basic", "denoise"):
+        assert (repo / f"models/{name}.keras").stat().st_size > 10_000
+    history = (repo / "reports/train_denoise/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,loss,val_loss" and len(history) == 3
+    assert sorted(p.name for p in (repo / "reports/figures").iterdir()) == [
+        "codes.png",
+        "denoised.png",
+        "loss_curves.png",
+        "noisy_samples.png",
+        "reconstructions.png",
+    ]
+
+
+def test_metrics_rank_the_denoiser_above_doing_nothing(reproduced):
+    repo, _ = reproduced
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert set(metrics) == {"basic_on_clean", "denoiser_on_noisy", "noisy_input"}
+    assert metrics["denoiser_on_noisy"]["mse"] < metrics["noisy_input"]["mse"]
+    assert metrics["denoiser_on_noisy"]["psnr"] > metrics["noisy_input"]["psnr"]
+    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "denoiser_on_noisy" in shown
+
+
+def test_a_second_repro_has_nothing_to_do(reproduced):
+    repo, _ = reproduced
+    before = (repo / "dvc.lock").read_bytes()
+    stdout = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in stdout
+    assert (repo / "dvc.lock").read_bytes() == before
+
+
+def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(reproduced):
+    import mlflow
+
+    repo, _ = reproduced
+    runs = {r.info.run_name: r for r in mlflow_runs(repo)}
+    stage_runs = [runs[name] for name in ("train_basic", "train_denoise", "evaluate")]
+    parents = [r for r in runs.values() if r.data.tags.get("aepipe.role") == "pipeline"]
+    assert len(runs) == 4 and len(parents) == 1
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    group = parents[0].data.tags["aepipe.pipeline_run"]
+    lock = lock_md5s(repo)
+    client = mlflow.MlflowClient()
+    for stage_run in stage_runs:
+        tags = stage_run.data.tags
+        stage = tags["dvc.stage"]
+        assert stage_run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert tags["aepipe.pipeline_run"] == group
+        assert tags["git.commit"] == head and tags["git.dirty"] == "false"
+        assert tags["version.keras"].startswith("3.")
+        assert stage_run.data.params["train_basic.epochs"] == "2"
+        recorded = {
+            k.removeprefix("dvc.dep."): v for k, v in tags.items() if k.startswith("dvc.dep.")
+        }
+        produced = {
+            k.removeprefix("dvc.out."): v for k, v in tags.items() if k.startswith("dvc.out.")
+        }
+        assert recorded and produced
+        for path, md5 in {**recorded, **produced}.items():
+            assert lock[(stage, path)] == md5, (stage, path)
+
+    basic = runs["train_basic"]
+    losses = client.get_metric_history(basic.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(basic.info.run_id, "dvc_outputs/models")}
+    assert artifacts == {"dvc_outputs/models/basic.keras"}
+    models = mlflow.search_logged_models(
+        experiment_ids=[basic.info.experiment_id], output_format="list"
+    )
+    logged = {m.source_run_id: m for m in models}
+    assert set(logged) == {runs["train_basic"].info.run_id, runs["train_denoise"].info.run_id}
+    info = mlflow.models.get_model_info(logged[basic.info.run_id].model_uri)
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 784)
+    assert "keras" in info.flavors
+    assert "denoiser_on_noisy.psnr" in runs["evaluate"].data.metrics
+
+
+def test_an_experiment_reruns_only_what_its_param_feeds(reproduced):
+    repo, _ = reproduced
+    stdout = run(
+        ["dvc", "exp", "run", "-n", "longer-denoise", "-S", "train_denoise.epochs=3"], repo
+    ).stdout
+    assert "Stage 'train_basic' didn't change" in stdout
+    assert "Running stage 'train_denoise'" in stdout
+    latest = next(r for r in mlflow_runs(repo) if r.info.run_name == "train_denoise")
+    assert latest.data.tags["dvc.exp_name"] == "longer-denoise"
+    assert latest.data.params["train_denoise.epochs"] == "3"
+    shown = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "longer-denoise" in shown

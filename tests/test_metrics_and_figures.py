@@ -1,0 +1,50 @@
+import math
+
+import numpy as np
+import pytest
+
+from pipeline import figures
+from pipeline.metrics import binary_cross_entropy, mean_psnr, mean_squared_error
+
+
+def test_bce_by_hand():
+    target = np.array([[1.0, 0.0]])
+    predicted = np.array([[0.8, 0.4]])
+    expected = -(math.log(0.8) + math.log(0.6)) / 2
+    assert binary_cross_entropy(target, predicted) == pytest.approx(expected)
+
+
+def test_bce_clips_like_keras():
+    assert binary_cross_entropy(np.array([[1.0]]), np.array([[0.0]])) == pytest.approx(
+        -math.log(1e-7)
+    )
+
+
+def test_mse_and_psnr_by_hand():
+    target = np.zeros((2, 4))
+    predicted = np.array([[0.1, 0.1, 0.1, 0.1], [0.5, 0.0, 0.0, 0.0]])
+    # image 1: mse 0.01 -> 20 dB; image 2: mse 0.0625 -> 12.0412 dB
+    assert mean_squared_error(target, predicted) == pytest.approx((0.01 + 0.0625) / 2)
+    assert mean_psnr(target, predicted) == pytest.approx((20.0 + 10 * math.log10(16)) / 2)
+
+
+@pytest.mark.parametrize(
+    ("dim", "shape"), [(64, (4, 16)), (32, (4, 8)), (30, (3, 10)), (7, (1, 7))]
+)
+def test_code_image_shape(dim, shape):
+    assert figures.code_image_shape(dim) == shape
+
+
+def test_figures_are_written_with_identical_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 784))
+    for name in ("a", "b"):
+        figures.save_png(
+            figures.image_rows({"x": images, "y": images[::-1]}), tmp_path / f"{name}.png"
+        )
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = figures.loss_curves({"train_basic": [(1, 0.3, 0.2), (2, 0.2, 0.15)]})
+    assert fig.axes[0].get_title() == "train_basic"
+    fig = figures.code_grid(rng.random((5, 64)))
+    assert len(fig.axes) == 5 and fig.axes[0].images[0].get_array().shape == (16, 4)

@@ -1,0 +1,91 @@
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import provenance, tracking
+from pipeline.errors import TrackingError
+
+
+def test_queue_copies_resolve_to_the_main_repository(tmp_path):
+    root = tmp_path / "project"
+    temp_copy = root / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    (temp_copy / "sub").mkdir(parents=True)
+    assert tracking.repository_root(temp_copy) == root
+    assert tracking.repository_root(temp_copy / "sub") == root
+    assert tracking.repository_root(root) == root
+    uri, artifacts = tracking.default_store(tracking.repository_root(temp_copy))
+    assert uri == f"sqlite:///{root}/mlflow.db" and artifacts == root / "mlruns"
+
+
+def test_tracking_uri_env_overrides_the_embedded_store(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.configured_uri() == ("http://127.0.0.1:5999", None)
+
+
+def test_an_unreachable_server_fails_fast_and_names_the_uri():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"MLflow tracking server {uri} is unreachable"):
+        tracking.ensure_reachable(uri)
+    assert time.monotonic() - started < tracking.HEALTH_TIMEOUT_S + 2
+
+
+def test_pipeline_run_id_is_shared_below_one_dvc_process(monkeypatch):
+    class Proc:
+        def __init__(self, pid, argv):
+            self.pid, self._argv = pid, argv
+
+        def cmdline(self):
+            return self._argv
+
+        def create_time(self):
+            return 1234.5
+
+    chain = [
+        Proc(10, ["/bin/sh", "-c", "aepipe train basic"]),
+        Proc(9, ["/venv/bin/python", "/venv/bin/dvc", "repro"]),
+    ]
+
+    class Me:
+        def parents(self):
+            return chain
+
+    monkeypatch.delenv("AEPIPE_PIPELINE_RUN", raising=False)
+    monkeypatch.setattr(provenance.psutil, "Process", Me)
+    first = provenance.pipeline_run_id()
+    assert first == provenance.pipeline_run_id()
+    chain[1] = Proc(11, ["/venv/bin/python", "/venv/bin/dvc", "repro"])
+    assert provenance.pipeline_run_id() != first
+    monkeypatch.setenv("AEPIPE_PIPELINE_RUN", "fixed")
+    assert provenance.pipeline_run_id() == "fixed"
+
+
+def test_git_state_ignores_pipeline_outputs(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    git("init", "-q")
+    for name in ("code.py", "dvc.lock", "reports/metrics.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("v1\n")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    (tmp_path / "dvc.lock").write_text("v2\n")
+    (tmp_path / "reports/metrics.json").write_text("v2\n")
+    assert provenance.git_state(tmp_path).dirty is False
+    (tmp_path / "code.py").write_text("v2\n")
+    state = provenance.git_state(tmp_path)
+    assert state.dirty is True and "+v2" in state.diff
+    assert provenance.git_state(Path("/")).commit == "unknown"

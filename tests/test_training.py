@@ -1,0 +1,114 @@
+"""Models, the training loop and model files, on small synthetic data (one TF import)."""
+
+import time
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from pipeline import model_io, models, training  # noqa: E402
+from pipeline.errors import DataError, TrainingDiverged  # noqa: E402
+
+
+def blobs(n=192, seed=0):
+    """Images made of a few bright strokes, learnable in a couple of epochs."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 784), np.float32)
+    for row, start in zip(images, rng.integers(0, 700, n), strict=True):
+        row[start : start + 60] = 1.0
+    return images
+
+
+def trained(epochs=2, seed=0, lr=1e-3, data=None, batch_size=32, **kwargs):
+    data = blobs() if data is None else data
+    training.enable_determinism(seed)
+    model = models.compile_for_training(models.build_autoencoder(16), lr)
+    history = training.fit(
+        model,
+        data,
+        data,
+        data[:64],
+        data[:64],
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        **kwargs,
+    )
+    return model, history
+
+
+def test_tutorial_model_shapes():
+    model = models.build_autoencoder(64)
+    assert model.count_params() == 101_200
+    assert models.encoder_of(model).output_shape == (None, 64)
+    assert model.output_shape == (None, 784)
+
+
+def test_training_is_bit_for_bit_deterministic_and_learns():
+    first, history = trained(epochs=3)
+    second, again = trained(epochs=3)
+    assert history == again
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history[-1].loss < history[0].loss
+    assert [r.epoch for r in history] == [1, 2, 3]
+
+
+def test_a_different_seed_gives_a_different_model():
+    _, history = trained(seed=0)
+    _, other = trained(seed=1)
+    assert history != other
+
+
+def test_partial_last_batch_and_validation_loss_agree_with_keras():
+    data = blobs(100)  # 3 full batches of 32 and one of 4
+    model, history = trained(epochs=1, data=data)
+    assert history[0].val_loss == pytest.approx(
+        model.evaluate(data[:64], data[:64], batch_size=64, verbose=0), rel=1e-5
+    )
+
+
+def test_divergence_stops_at_the_first_bad_epoch():
+    epochs_seen = []
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"diverged: loss .* in epoch 1 .* lower the learning rate \(currently 1e\+06\)",
+    ):
+        trained(epochs=3, lr=1e6, on_epoch_end=epochs_seen.append)
+    assert epochs_seen == []
+
+
+def test_a_nan_loss_is_caught(monkeypatch):
+    monkeypatch.setattr(training.EpochRunner, "train_epoch", lambda self, x, y, order: float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss nan in epoch 1"):
+        trained(epochs=2)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    order = training.epoch_permutation(0, 3, 50)
+    np.testing.assert_array_equal(order, training.epoch_permutation(0, 3, 50))
+    assert sorted(order) == list(range(50))
+    assert not np.array_equal(order, training.epoch_permutation(0, 4, 50))
+
+
+def test_saved_models_have_identical_bytes_and_reload_exactly(tmp_path):
+    model, _ = trained(epochs=1)
+    model_io.save_model(model, tmp_path / "a.keras")
+    time.sleep(1.1)  # Keras stamps the save time to the second
+    model_io.save_model(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    reloaded = model_io.load_model(tmp_path / "a.keras")
+    data = blobs(8)
+    np.testing.assert_array_equal(models.predict(model, data), models.predict(reloaded, data))
+    assert int(reloaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
+
+
+def test_a_corrupted_model_file_is_named(tmp_path):
+    model, _ = trained(epochs=1)
+    path = tmp_path / "m.keras"
+    model_io.save_model(model, path)
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(DataError, match=r"m.keras: not a loadable Keras model"):
+        model_io.load_model(path)
