@@ -41,6 +41,16 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"{args.params}: valid ({len(params.flat())} params)")
 
 
+def _params_table(args: argparse.Namespace) -> None:
+    from pipeline.params_table import params_table, with_table
+
+    table = params_table(load_params(args.params))
+    if args.write is None:
+        print(table, end="")
+    else:
+        args.write.write_text(with_table(args.write.read_text(), table))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aepipe", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -57,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     add("validate", _validate, "check params.yaml against the schema")
+    table = add("params-table", _params_table, "print the README's params table (from the schema)")
+    table.add_argument(
+        "--write",
+        type=Path,
+        metavar="README.md",
+        help="replace the table between the params-table markers of this file",
+    )
     add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
     add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
     add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")

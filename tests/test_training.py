@@ -104,6 +104,17 @@ def test_saved_models_have_identical_bytes_and_reload_exactly(tmp_path):
     assert int(reloaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
 
 
+def test_shared_object_ids_are_renumbered_in_order_of_appearance():
+    config = {
+        "a": {"shared_object_id": 140269542413904},
+        "b": [{"shared_object_id": 99}, {"shared_object_id": 140269542413904}],
+    }
+    assert model_io.renumber_shared_objects(config) == {
+        "a": {"shared_object_id": 1},
+        "b": [{"shared_object_id": 2}, {"shared_object_id": 1}],
+    }
+
+
 def test_a_corrupted_model_file_is_named(tmp_path):
     model, _ = trained(epochs=1)
     path = tmp_path / "m.keras"
