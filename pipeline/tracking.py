@@ -113,9 +113,25 @@ def output_tags(files: list[Path], prefix: str = TAG_OUT) -> dict[str, str]:
 class StageRun:
     """A started MLflow run for one stage; use through `stage_run`."""
 
-    def __init__(self, mlflow: Any, run_id: str):
+    def __init__(self, mlflow: Any, run_id: str, input_md5s: dict[str, str]):
         self.mlflow = mlflow
         self.run_id = run_id
+        self.input_md5s = input_md5s  # path -> md5 of each input, as DVC computes it
+
+    def take_over(self, interrupted_run_id: str, epochs_done: int) -> None:
+        """Record that this run resumes an interrupted one, and end that one as KILLED."""
+        client = self.mlflow.MlflowClient()
+        try:
+            if client.get_run(interrupted_run_id).info.status == "RUNNING":
+                client.set_terminated(interrupted_run_id, "KILLED")
+        except self.mlflow.exceptions.MlflowException:
+            pass  # logged to another store, or deleted
+        self.mlflow.set_tags(
+            {
+                "aepipe.resumed_from_run": interrupted_run_id,
+                "aepipe.resumed_after_epoch": epochs_done,
+            }
+        )
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.mlflow.log_params(params)
@@ -189,7 +205,8 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     try:
         if git.diff:  # the commit alone does not say which code ran
             mlflow.log_text(git.diff, "lineage/uncommitted.diff")
-        yield StageRun(mlflow, run.info.run_id)
+        inputs_md5 = {k.removeprefix(TAG_DEP): v for k, v in tags.items() if k.startswith(TAG_DEP)}
+        yield StageRun(mlflow, run.info.run_id, inputs_md5)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

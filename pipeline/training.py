@@ -99,6 +99,25 @@ class EpochRunner:
         return total / n
 
 
+def training_state(model: keras.Model) -> list[np.ndarray]:
+    """Everything that determines the next epoch: weights, then optimizer variables."""
+    _build_optimizer(model)
+    return [*model.get_weights(), *(np.array(v) for v in model.optimizer.variables)]
+
+
+def restore_training_state(model: keras.Model, arrays: list[np.ndarray]) -> None:
+    _build_optimizer(model)
+    n_weights = len(model.weights)
+    model.set_weights(arrays[:n_weights])
+    for variable, value in zip(model.optimizer.variables, arrays[n_weights:], strict=True):
+        variable.assign(value)
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 def fit(
     model: keras.Model,
     inputs: np.ndarray,

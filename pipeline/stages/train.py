@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+import pipeline
 from pipeline import paths, tracking
+from pipeline.checkpoints import CheckpointDir, HistoryRow, code_digest, fingerprint
 from pipeline.config import Params, TrainParams
 from pipeline.datasets import load_noisy, load_prepared
 from pipeline.errors import DataError
 from pipeline.fsutil import write_text_atomic
 
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss")
+PACKAGE_DIR = Path(pipeline.__file__).parent
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ DENOISE = TrainingStage("train_denoise", "denoise", noisy_inputs=True)
 STAGES = {stage.model_name: stage for stage in (BASIC, DENOISE)}
 
 
-def history_csv(rows: list[tuple[int, float, float]]) -> str:
+def history_csv(rows: list[HistoryRow]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HISTORY_COLUMNS)
@@ -86,8 +89,22 @@ def run(params: Params, stage: TrainingStage) -> None:
 
         training.enable_determinism(params.seed)
         model = _initial_model(stage, params, settings)
+        checkpoint = CheckpointDir(
+            paths.STATE_DIR / "checkpoints" / stage.name,
+            fingerprint(stage.name, params.flat(), run.input_md5s, code_digest(PACKAGE_DIR)),
+        )
+        rows: list[HistoryRow] = []
+        if resumed := checkpoint.load():
+            training.restore_training_state(model, resumed.state)
+            rows = resumed.rows
+            run.take_over(resumed.run_id, len(rows))
+            for epoch, loss, val_loss in rows:
+                run.log_metrics({"loss": loss, "val_loss": val_loss}, step=epoch)
+            print(f"{stage.name}: resuming after epoch {len(rows)} from {checkpoint.directory}")
 
-        def log_epoch(result: training.EpochResult) -> None:
+        def end_of_epoch(result: training.EpochResult) -> None:
+            rows.append((result.epoch, result.loss, result.val_loss))
+            checkpoint.save(rows, training.training_state(model), run.run_id)
             print(
                 f"{stage.name}: epoch {result.epoch}/{settings.epochs} "
                 f"loss {result.loss:.4f} val_loss {result.val_loss:.4f}",
@@ -95,7 +112,7 @@ def run(params: Params, stage: TrainingStage) -> None:
             )
             run.log_metrics({"loss": result.loss, "val_loss": result.val_loss}, step=result.epoch)
 
-        results = training.fit(
+        training.fit(
             model,
             inputs,
             targets,
@@ -104,12 +121,13 @@ def run(params: Params, stage: TrainingStage) -> None:
             epochs=settings.epochs,
             batch_size=settings.batch_size,
             seed=params.seed,
-            on_epoch_end=log_epoch,
+            first_epoch=len(rows) + 1,
+            on_epoch_end=end_of_epoch,
         )
-        rows = [(r.epoch, r.loss, r.val_loss) for r in results]
         model_io.save_model(model, model_path)
         write_text_atomic(history_path, history_csv(rows))
         run.log_outputs([model_path, history_path])
         run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
         examples = val_inputs[:5]
         run.log_keras_model(model, examples, models.predict(model, examples))
+    checkpoint.clear()

@@ -1,0 +1,148 @@
+"""Interrupted, failing and misconfigured runs never cost a user their results."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from pipeline.fsutil import dvc_md5
+from tests.conftest import copy_repo, default_params, merge, pipeline_env, run
+
+pytestmark = pytest.mark.e2e
+
+# Enough epochs and images that a kill lands mid-training, small enough to take seconds.
+KILLABLE = {
+    "data": {"train_size": 12000, "test_size": 500},
+    "train_basic": {"epochs": 8, "batch_size": 64},
+    "train_denoise": {"epochs": 2, "batch_size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = copy_repo(tmp_path_factory.mktemp("reliability") / "repo",
+                     merge(default_params(), KILLABLE))
+    run(["dvc", "repro", "noise"], repo)
+    return repo
+
+
+def lock_out_md5(repo: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == path)
+
+
+def runs_of(repo: Path, stage: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    found = mlflow.search_runs(experiment_names=["autoencoder"], output_format="list",
+                               filter_string=f"tags.`dvc.stage` = '{stage}'",
+                               order_by=["attributes.start_time ASC"])
+    return found
+
+
+def start_and_wait_for(command: list[str], repo: Path, line_start: str) -> subprocess.Popen:
+    """Start `command`; return once it has printed a line starting with `line_start`."""
+    process = subprocess.Popen(command, cwd=repo, env=pipeline_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(line_start):
+            return process
+    process.wait()
+    raise AssertionError(f"never printed {line_start!r}:\n{''.join(seen)[-3000:]}")
+
+
+def training_process(parent: subprocess.Popen) -> psutil.Process:
+    for child in psutil.Process(parent.pid).children(recursive=True):
+        if "train" in child.cmdline():
+            return child
+    raise AssertionError("no `aepipe train` process below dvc")
+
+
+def test_sigkill_then_repro_resumes_and_matches_an_uninterrupted_run(repo):
+    dvc = start_and_wait_for(["dvc", "repro", "train_basic"], repo, "train_basic: epoch 2/8")
+    training_process(dvc).kill()
+    remaining = dvc.communicate(timeout=120)[0]
+    assert dvc.returncode != 0
+    assert not (repo / "models/basic.keras").exists()
+    state = json.loads((repo / ".aepipe/checkpoints/train_basic/state.json").read_text())
+    done = len(state["rows"])
+    assert 2 <= done < 8, remaining
+
+    resumed = run(["dvc", "repro", "train_basic"], repo).stdout
+    assert f"train_basic: resuming after epoch {done}" in resumed
+    assert not (repo / ".aepipe/checkpoints/train_basic").exists()
+    resumed_model = (repo / "models/basic.keras").read_bytes()
+    resumed_history = (repo / "reports/train_basic/history.csv").read_text()
+
+    run(["dvc", "repro", "--force", "--single-item", "train_basic"], repo)  # from scratch
+    assert (repo / "models/basic.keras").read_bytes() == resumed_model
+    assert (repo / "reports/train_basic/history.csv").read_text() == resumed_history
+
+    killed, resumed_run, scratch = runs_of(repo, "train_basic")
+    assert killed.info.status == "KILLED"
+    assert resumed_run.info.status == "FINISHED"
+    assert resumed_run.data.tags["aepipe.resumed_from_run"] == killed.info.run_id
+    assert resumed_run.data.tags["aepipe.resumed_after_epoch"] == str(done)
+    assert "aepipe.resumed_from_run" not in scratch.data.tags
+    assert resumed_run.data.metrics["loss"] == scratch.data.metrics["loss"]
+
+
+def test_sigterm_ends_the_mlflow_run_as_killed_and_leaves_no_half_written_file(repo):
+    process = start_and_wait_for(["aepipe", "train", "denoise"], repo, "train_denoise: epoch 1/2")
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert "aepipe train: interrupted" in output
+    assert runs_of(repo, "train_denoise")[-1].info.status == "KILLED"
+    leftovers = [p for p in repo.rglob("*.tmp-*") if ".dvc" not in p.parts]
+    assert leftovers == []
+
+
+def test_a_diverging_run_fails_fast_and_dvc_checkout_restores_the_last_good_model(repo):
+    good = lock_out_md5(repo, "train_basic", "models/basic.keras")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train_basic"]["learning_rate"] = 1e6
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run(["dvc", "repro", "train_basic"], repo, check=False)
+    assert failed.returncode != 0
+    assert "aepipe train: error: training diverged: loss" in failed.stderr
+    assert "lower the learning rate (currently 1e+06)" in failed.stderr
+    assert runs_of(repo, "train_basic")[-1].info.status == "FAILED"
+    assert not (repo / "models/basic.keras").exists()  # DVC removed it before the run
+
+    run(["git", "checkout", "params.yaml"], repo)
+    run(["dvc", "checkout"], repo)  # the README's restore command
+    assert dvc_md5(repo / "models/basic.keras") == good
+    assert "train_basic" not in run(["dvc", "status", "train_basic"], repo).stdout
+
+
+def test_an_unreachable_tracking_server_fails_before_training_naming_the_uri(repo):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    result = run(["aepipe", "train", "basic"], repo, check=False,
+                 env=pipeline_env({"MLFLOW_TRACKING_URI": uri}))
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2
+    assert f"MLflow tracking server {uri} is unreachable" in result.stderr
+    assert "epoch" not in result.stdout
+
+
+def test_a_mistyped_key_set_through_exp_run_is_refused(repo):
+    result = run(["dvc", "exp", "run", "-S", "train_basic.epoch=5"], repo, check=False)
+    assert result.returncode != 0
+    assert "unknown key 'train_basic.epoch'" in result.stderr
+    assert "Running stage 'train_basic'" not in result.stdout
+    run(["git", "checkout", "params.yaml"], repo)
