@@ -85,7 +85,8 @@ def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, 
     if found:
         return found[0].info.run_id
     name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
-    run = client.create_run(experiment_id, run_name=name, tags={**tags, TAG_ROLE: "pipeline"})
+    shared = {k: v for k, v in tags.items() if k != TAG_STAGE and not k.startswith(TAG_DEP)}
+    run = client.create_run(experiment_id, run_name=name, tags={**shared, TAG_ROLE: "pipeline"})
     return run.info.run_id
 
 

@@ -88,11 +88,31 @@ def copy_repo(destination: Path, params: dict) -> Path:
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "-q"],
+        ["git", "config", "user.name", "aepipe tests"],  # `dvc exp run` commits
+        ["git", "config", "user.email", "tests@aepipe.invalid"],
         ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+        ["git", "commit", "-qm", "copy"],
     ):
         run(command, destination)
     return destination
+
+
+def runs_of(repo: Path, stage: str) -> list:
+    """The MLflow runs of `stage` in the repository's embedded store, oldest first."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    return mlflow.search_runs(
+        experiment_names=["autoencoder"],
+        output_format="list",
+        filter_string=f"tags.`dvc.stage` = '{stage}'",
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def lock_out_md5(repo: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == path)
 
 
 @pytest.fixture(scope="session")

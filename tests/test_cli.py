@@ -1,8 +1,11 @@
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import yaml
 
+from pipeline.arrays import save_arrays
 from tests.conftest import REPO_ROOT, default_params, merge
 
 PROBE = """
@@ -49,3 +52,56 @@ def test_missing_inputs_are_named_before_tensorflow_loads(tmp_path):
     result = run_cli(tmp_path, default_params(), "train", "denoise")
     assert "data/prepared/x_train.npy: missing" in result.stderr
     assert result.stdout.strip() == "exit 2 imported []"
+
+
+@pytest.fixture
+def raw_workspace(tmp_path, mnist):
+    save_arrays(tmp_path / "data/raw", mnist)
+    return tmp_path
+
+
+def test_a_truncated_raw_file_is_named_by_prepare(raw_workspace):
+    path = raw_workspace / "data/raw/x_train.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    result = run_cli(raw_workspace, default_params(), "prepare")
+    assert "aepipe prepare: error: data/raw/x_train.npy: unreadable or truncated" in result.stderr
+    assert result.stdout.startswith("exit 2")
+
+
+def test_a_changed_byte_in_raw_data_is_caught_by_its_hash(raw_workspace, mnist):
+    changed = mnist["x_test"].copy()
+    changed[17, 3, 3] ^= 0xFF
+    save_arrays(raw_workspace / "data/raw", {"x_test": changed})
+    result = run_cli(raw_workspace, default_params(), "prepare")
+    assert "data/raw:x_test: sha256" in result.stderr and "differs from MNIST" in result.stderr
+
+
+def test_bad_prepared_data_is_named_and_earlier_outputs_survive(raw_workspace):
+    params = merge(default_params(), {"data": {"train_size": 100, "test_size": 20}})
+    assert "exit 0" in run_cli(raw_workspace, params, "prepare").stdout
+    assert "exit 0" in run_cli(raw_workspace, params, "noise").stdout
+    noisy_before = (raw_workspace / "data/noisy/x_train.npy").read_bytes()
+
+    prepared = raw_workspace / "data/prepared"
+    x_train = np.load(prepared / "x_train.npy")
+    x_train[5, 5] = np.nan
+    save_arrays(prepared, {"x_train": x_train})
+    result = run_cli(raw_workspace, params, "noise")
+    assert "data/prepared/x_train.npy: 1 NaN or infinite values" in result.stderr
+    assert (raw_workspace / "data/noisy/x_train.npy").read_bytes() == noisy_before
+
+    save_arrays(prepared, {"x_train": np.zeros((100, 784))})  # float64
+    result = run_cli(raw_workspace, params, "train", "basic")
+    assert "data/prepared/x_train.npy: dtype float64, expected float32" in result.stderr
+    assert result.stdout.strip() == "exit 2 imported []"
+
+    save_arrays(prepared, {"x_train": np.zeros((100, 28, 28), np.float32)})
+    result = run_cli(raw_workspace, params, "train", "basic")
+    assert "data/prepared/x_train.npy: shape (100, 28, 28), expected (N, 784)" in result.stderr
+
+    save_arrays(prepared, {"x_train": np.zeros((100, 784), np.float32)})
+    save_arrays(raw_workspace / "data/noisy", {"x_test": np.full((20, 784), 2.0, np.float32)})
+    result = run_cli(raw_workspace, params, "train", "denoise")
+    assert (
+        "data/noisy/x_test.npy: values span [2.0, 2.0], expected within [0.0, 1.0]" in result.stderr
+    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_PARAMS, copy_repo, default_params, merge, run
+from pipeline.fsutil import dvc_md5
+from tests.conftest import TINY_PARAMS, copy_repo, default_params, lock_out_md5, merge, run, runs_of
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +134,23 @@ def test_an_experiment_reruns_only_what_its_param_feeds(reproduced):
     assert latest.data.params["train_denoise.epochs"] == "3"
     shown = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "longer-denoise" in shown
+
+
+def test_a_diverging_run_fails_fast_and_dvc_checkout_restores_the_last_good_model(reproduced):
+    repo, _ = reproduced
+    good = lock_out_md5(repo, "train_basic", "models/basic.keras")
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["train_basic"]["learning_rate"] = 1e6
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run(["dvc", "repro", "train_basic"], repo, check=False)
+    assert failed.returncode != 0
+    assert "aepipe train: error: training diverged: loss" in failed.stderr
+    assert "lower the learning rate (currently 1e+06)" in failed.stderr
+    assert runs_of(repo, "train_basic")[-1].info.status == "FAILED"
+    assert not (repo / "models/basic.keras").exists()  # DVC removed it before the run
+
+    (repo / "params.yaml").write_text(original)
+    run(["dvc", "checkout"], repo)  # the README's restore command
+    assert dvc_md5(repo / "models/basic.keras") == good
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
