@@ -51,6 +51,40 @@ def _params_table(args: argparse.Namespace) -> None:
         args.write.write_text(with_table(args.write.read_text(), table))
 
 
+def _lineage(args: argparse.Namespace) -> None:
+    import json
+
+    from pipeline.lineage import lineage_of, render
+    from pipeline.tracking import repository_root
+
+    found = lineage_of(args.target, repository_root())
+    print(
+        json.dumps(found, indent=2) if args.json else render(found), end="\n" if args.json else ""
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pipeline.tracking import repository_root
+    from pipeline.verify import verify
+
+    findings = verify(repository_root())
+    for finding in findings:
+        print(finding)
+    problems = sum(not finding.ok for finding in findings)
+    print(f"{problems} problem(s) in {len(findings)} checks")
+    return 1 if problems else 0
+
+
+def _compare(args: argparse.Namespace) -> None:
+    import json
+
+    from pipeline.compare import compare, markdown
+    from pipeline.tracking import repository_root
+
+    table = compare(repository_root(), args.param, args.metric)
+    print(json.dumps(table, indent=2, default=str) if args.json else markdown(table), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aepipe", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -74,6 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="README.md",
         help="replace the table between the params-table markers of this file",
     )
+    lineage = add("lineage", _lineage, "how a model, DVC output or MLflow run was made")
+    lineage.add_argument("target", help="a file (e.g. models/denoise.keras) or an MLflow run id")
+    lineage.add_argument("--json", action="store_true", help="print JSON")
+    add("verify", _verify, "re-hash outputs and MLflow artifacts against dvc.lock")
+    compare = add("compare", _compare, "params and metrics of DVC experiments, with MLflow links")
+    compare.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY",
+        help="a param column (repeatable; default: the params that differ)",
+    )
+    compare.add_argument(
+        "--metric",
+        action="append",
+        metavar="KEY",
+        help="a metric column (repeatable; default: the three PSNRs)",
+    )
+    compare.add_argument("--json", action="store_true", help="print JSON")
     add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
     add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
     add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")
@@ -89,14 +141,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # end MLflow runs and temp files as on Ctrl-C
     try:
-        args.handler(args)
+        status = args.handler(args)
     except PipelineError as exc:
         print(f"aepipe {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"aepipe {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return status or 0

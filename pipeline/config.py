@@ -124,14 +124,14 @@ class Params(_Section):
 
     def flat(self) -> dict[str, Any]:
         """Params as dotted keys, as DVC and MLflow show them."""
-        return _flatten(self.model_dump())
+        return flatten(self.model_dump())
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -215,3 +215,68 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     finally:
         mlflow.end_run(status)
         client.set_terminated(parent_id, status)
+
+
+class RunFinder:
+    """Read-only lookups in the MLflow store; never creates one."""
+
+    def __init__(self, client: Any, experiment_id: str, uri: str):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.uri = uri
+
+    @classmethod
+    def open_existing(cls) -> RunFinder | None:
+        """The configured store, or None if the embedded store was never created."""
+        uri, _ = configured_uri()
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            return None
+        ensure_reachable(uri)
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(
+            os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+        )
+        return cls(client, experiment.experiment_id, uri) if experiment else None
+
+    def producing(self, path: str, md5: str) -> list[dict[str, str]]:
+        """Summaries of the runs tagged as having produced `path` with this md5, newest first."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_OUT}{path}` = '{md5}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return [{**self.summary(run), "link": self.link(run.info.run_id)} for run in found]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        import mlflow
+
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise TrackingError(f"no MLflow run {run_id!r} in {self.uri}") from None
+        outputs = {
+            key.removeprefix(TAG_OUT): value
+            for key, value in run.data.tags.items()
+            if key.startswith(TAG_OUT)
+        }
+        return {**self.summary(run), "link": self.link(run_id), "outputs": outputs}
+
+    @staticmethod
+    def summary(run: Any) -> dict[str, str]:
+        tags = run.data.tags
+        return {
+            "run_id": run.info.run_id,
+            "stage": tags.get(TAG_STAGE, ""),
+            "status": run.info.status,
+            "git_commit": tags.get("git.commit", ""),
+            "git_dirty": tags.get("git.dirty", ""),
+            "dvc_experiment": tags.get("dvc.exp_name", ""),
+            "pipeline_run": tags.get(TAG_GROUP, ""),
+        }
+
+    def link(self, run_id: str) -> str:
+        """Where to open the run: the server's page, or the page of `make ui`."""
+        base = self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"

@@ -76,7 +76,12 @@ def run(
 def copy_repo(destination: Path, params: dict) -> Path:
     """A fresh git + DVC repository holding the tracked files of this one and `params`."""
     tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            check=True,
+        )
         .stdout.decode()
         .split("\0")
     )

@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline import model_io, models, training  # noqa: E402
+from pipeline import keras_archive, model_io, models, training  # noqa: E402
 from pipeline.errors import DataError, TrainingDiverged  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def test_shared_object_ids_are_renumbered_in_order_of_appearance():
         "a": {"shared_object_id": 140269542413904},
         "b": [{"shared_object_id": 99}, {"shared_object_id": 140269542413904}],
     }
-    assert model_io.renumber_shared_objects(config) == {
+    assert keras_archive.renumber_shared_objects(config) == {
         "a": {"shared_object_id": 1},
         "b": [{"shared_object_id": 2}, {"shared_object_id": 1}],
     }

@@ -30,7 +30,7 @@ from pipeline.arrays import check_array, save_arrays
 from pipeline.config import Params
 from pipeline.datasets import RAW_SPECS
 from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path, file_digest
+from pipeline.fsutil import atomic_path, dvc_md5, file_digest, write_json_atomic
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -200,4 +200,8 @@ def fetch_mnist(source: str, cache: Path) -> tuple[dict[str, np.ndarray], str]:
 def run(params: Params) -> None:
     arrays, served_by = fetch_mnist(params.data.source, cache_dir())
     save_arrays(paths.RAW_DIR, {name: arrays[name] for name in RAW_SPECS})
+    # Not a DVC output: data/raw must not depend on which source served it.
+    write_json_atomic(
+        paths.STATE_DIR / "fetch.json", {"served_by": served_by, "raw_md5": dvc_md5(paths.RAW_DIR)}
+    )
     print(f"fetch: MNIST from {served_by} -> {paths.RAW_DIR}/ (sha256 verified)")
