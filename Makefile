@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test lint lock ui clean-venv
+.PHONY: setup repro test bench lint lock ui clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ repro: setup
 
 test: setup
 	python -m pytest
+
+# Training speed against the tutorial's script, and end-to-end times (several minutes).
+bench: setup
+	python benchmarks/run.py
 
 lint: setup
 	ruff check pipeline tests benchmarks

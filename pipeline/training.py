@@ -9,8 +9,9 @@ function of `(seed, e)`, so a run resumed from a checkpoint repeats the uninterr
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -29,6 +30,7 @@ class EpochResult:
     epoch: int  # counted from 1
     loss: float
     val_loss: float
+    seconds: float = field(default=0.0, compare=False)  # wall time of the training pass
 
 
 def enable_determinism(seed: int) -> None:
@@ -51,7 +53,8 @@ class EpochRunner:
         self.batch_size = batch_size
         self.per_sample_loss = keras.losses.get(model.loss)
         self._step = tf.function(self._train_step, jit_compile=jit_compile)
-        self._epoch = tf.function(self._train_epoch)
+        # All full batches of an epoch in one compiled loop: no per-step Python or dispatch.
+        self._batches = tf.function(self._train_batches, jit_compile=jit_compile)
         self._val = tf.function(self._batch_loss_sum, jit_compile=jit_compile)
 
     def _loss(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tf.Tensor:
@@ -68,25 +71,29 @@ class EpochRunner:
         )
         return loss
 
-    def _train_epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tf.Tensor:
-        n = x.shape[0]
-        size = self.batch_size
-        full_batches = n // size
+    def _train_batches(self, x_batches: tf.Tensor, y_batches: tf.Tensor) -> tf.Tensor:
+        """Train on each `[i]` of `(batches, batch_size, ...)` tensors; return the loss sum."""
         total = tf.constant(0.0, tf.float32)
-        for i in tf.range(full_batches):
-            index = order[i * size : (i + 1) * size]
-            total += self._step(tf.gather(x, index), tf.gather(y, index)) * size
-        remainder = n - full_batches * size
-        if remainder:
-            index = order[full_batches * size :]
-            total += self._step(tf.gather(x, index), tf.gather(y, index)) * remainder
-        return total / n  # the sample-weighted mean that Keras' fit reports
+        for i in tf.range(tf.shape(x_batches)[0]):
+            total += self._train_step(x_batches[i], y_batches[i])
+        return total
 
     def _batch_loss_sum(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return self._loss(x, y, training=False) * tf.cast(tf.shape(x)[0], tf.float32)
 
     def train_epoch(self, x: tf.Tensor, y: tf.Tensor, order: np.ndarray) -> float:
-        return float(self._epoch(x, y, tf.constant(order)))
+        """One pass in the order given; the sample-weighted mean loss, as Keras' fit reports."""
+        n, size = int(x.shape[0]), self.batch_size
+        shuffled_x = tf.gather(x, order)
+        shuffled_y = shuffled_x if y is x else tf.gather(y, order)
+        full = (n // size) * size
+        total = 0.0
+        if full:
+            as_batches = lambda t: tf.reshape(t[:full], (n // size, size, *t.shape[1:]))  # noqa: E731
+            total += float(self._batches(as_batches(shuffled_x), as_batches(shuffled_y))) * size
+        if full < n:
+            total += float(self._step(shuffled_x[full:], shuffled_y[full:])) * (n - full)
+        return total / n
 
     def validation_loss(self, x: tf.Tensor, y: tf.Tensor) -> float:
         n = int(x.shape[0])
@@ -134,18 +141,21 @@ def fit(
 ) -> list[EpochResult]:
     """Train epochs `first_epoch..epochs` (later than 1 when resuming); stop at a NaN/inf loss."""
     runner = EpochRunner(model, batch_size, jit_compile=jit_compile)
-    x, y = tf.constant(inputs), tf.constant(targets)
+    x = tf.constant(inputs)
+    y = x if targets is inputs else tf.constant(targets)
     val_x, val_y = tf.constant(val_inputs), tf.constant(val_targets)
     results = []
     for epoch in range(first_epoch, epochs + 1):
+        started = time.perf_counter()
         loss = runner.train_epoch(x, y, epoch_permutation(seed, epoch, len(inputs)))
+        seconds = time.perf_counter() - started
         if not math.isfinite(loss) or loss > LOSS_CEILING:
             raise TrainingDiverged(
                 f"training diverged: loss {loss:.4g} in epoch {epoch} (a sane run stays below "
                 f"{LOSS_CEILING:g}); lower the learning rate "
                 f"(currently {float(model.optimizer.learning_rate):g})"
             )
-        result = EpochResult(epoch, loss, runner.validation_loss(val_x, val_y))
+        result = EpochResult(epoch, loss, runner.validation_loss(val_x, val_y), seconds)
         results.append(result)
         if on_epoch_end is not None:
             on_epoch_end(result)

@@ -106,11 +106,14 @@ def run(params: Params, stage: TrainingStage) -> None:
             rows.append((result.epoch, result.loss, result.val_loss))
             checkpoint.save(rows, training.training_state(model), run.run_id)
             print(
-                f"{stage.name}: epoch {result.epoch}/{settings.epochs} "
-                f"loss {result.loss:.4f} val_loss {result.val_loss:.4f}",
+                f"{stage.name}: epoch {result.epoch}/{settings.epochs} loss {result.loss:.4f} "
+                f"val_loss {result.val_loss:.4f} ({result.seconds:.2f} s)",
                 flush=True,
             )
-            run.log_metrics({"loss": result.loss, "val_loss": result.val_loss}, step=result.epoch)
+            run.log_metrics(
+                {"loss": result.loss, "val_loss": result.val_loss, "epoch_seconds": result.seconds},
+                step=result.epoch,
+            )
 
         training.fit(
             model,

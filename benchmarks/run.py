@@ -1,0 +1,214 @@
+"""Benchmark: the pipeline's training against the tutorial's Keras script, and end-to-end times.
+
+    python benchmarks/run.py [--repeats 3]      (or: make bench)
+
+1. Training: alternates the reference (`benchmarks/tutorial_reference.py`, plain `model.fit`) and
+   the pipeline's stages (`aepipe train basic`, `aepipe train denoise`) on the same prepared data
+   and default params, `--repeats` times each, in fresh processes. Prints seconds per epoch
+   (median of epochs 2-10 of both fits, i.e. without the first epoch's tracing), images per
+   second, their ratio, peak memory, and the largest per-epoch loss difference.
+2. End to end, in a fresh clone: every stage run alone (wall time and peak memory), then
+   `dvc repro --force` on defaults, against the whole reference script; then a no-op
+   `dvc repro`.
+Speed targets are read from this output, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES_PER_EPOCH = 30_000
+EPOCH_LINE = re.compile(r"^(train_\w+): epoch \d+/\d+ .*\(([\d.]+) s\)$")
+MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Run `command`; return (wall seconds, peak RSS in MB of its largest process, stdout)."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    peak_kb = int(re.search(r"PEAK_KB (\d+)", result.stderr).group(1))
+    return wall, peak_kb / 1024, result.stdout
+
+
+def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        DVC_NO_ANALYTICS="1",
+    )
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return {**env, **(extra or {})}
+
+
+def steady(seconds: list[float]) -> float:
+    return statistics.median(seconds[1:])
+
+
+def run_reference(env: dict[str, str]) -> dict:
+    wall, peak, out = measured(
+        [sys.executable, str(ROOT / "benchmarks/tutorial_reference.py")], ROOT, env
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "epoch_s": steady(result["basic_seconds"]) / 2 + steady(result["denoise_seconds"]) / 2,
+        "loss": result["basic_loss"] + result["denoise_loss"],
+        "peak_mb": peak,
+        "wall_s": wall,
+    }
+
+
+def run_pipeline(workspace: Path, env: dict[str, str]) -> dict:
+    seconds: dict[str, list[float]] = {}
+    losses: list[float] = []
+    peaks, walls = [], []
+    for model in ("basic", "denoise"):
+        wall, peak, out = measured(["aepipe", "train", model], workspace, env)
+        peaks.append(peak)
+        walls.append(wall)
+        for line in out.splitlines():
+            if match := EPOCH_LINE.match(line):
+                seconds.setdefault(match[1], []).append(float(match[2]))
+        history = (workspace / f"reports/train_{model}/history.csv").read_text().splitlines()
+        losses += [float(row.split(",")[1]) for row in history[1:]]
+    epoch_s = statistics.mean(steady(values) for values in seconds.values())
+    return {"epoch_s": epoch_s, "loss": losses, "peak_mb": max(peaks), "wall_s": sum(walls)}
+
+
+def training_workspace(scratch: Path) -> Path:
+    """The repo's prepared data and params, in a directory where training may write freely."""
+    workspace = scratch / "train"
+    (workspace / "data").mkdir(parents=True)
+    for name in ("prepared", "noisy"):
+        (workspace / "data" / name).symlink_to(ROOT / "data" / name)
+    shutil.copy(ROOT / "params.yaml", workspace / "params.yaml")
+    return workspace
+
+
+def compare_training(repeats: int, scratch: Path) -> dict:
+    env = pipeline_env()
+    subprocess.run(["dvc", "repro", "noise"], cwd=ROOT, env=env, check=True, capture_output=True)
+    workspace = training_workspace(scratch)
+    tracked = pipeline_env({"MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}"})
+    references, pipelines = [], []
+    for i in range(repeats):
+        references.append(run_reference(env))
+        pipelines.append(run_pipeline(workspace, tracked))
+        print(
+            f"  round {i + 1}: reference {references[-1]['epoch_s']:.3f} s/epoch, "
+            f"pipeline {pipelines[-1]['epoch_s']:.3f} s/epoch",
+            flush=True,
+        )
+    reference = statistics.median(r["epoch_s"] for r in references)
+    ours = statistics.median(p["epoch_s"] for p in pipelines)
+    loss_diff = max(
+        abs(a - b)
+        for r, p in zip(references, pipelines, strict=True)
+        for a, b in zip(r["loss"], p["loss"], strict=True)
+    )
+    return {
+        "reference_epoch_s": reference,
+        "pipeline_epoch_s": ours,
+        "reference_peak_mb": max(r["peak_mb"] for r in references),
+        "pipeline_peak_mb": max(p["peak_mb"] for p in pipelines),
+        "reference_wall_s": statistics.median(r["wall_s"] for r in references),
+        "max_loss_diff": loss_diff,
+    }
+
+
+STAGE_COMMANDS = {
+    "validate": ["aepipe", "validate"],
+    "fetch": ["aepipe", "fetch"],
+    "prepare": ["aepipe", "prepare"],
+    "noise": ["aepipe", "noise"],
+    "train_basic": ["aepipe", "train", "basic"],
+    "train_denoise": ["aepipe", "train", "denoise"],
+    "evaluate": ["aepipe", "evaluate"],
+}
+
+
+def end_to_end(scratch: Path) -> dict:
+    clone = scratch / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    env = pipeline_env()
+    stages = {name: measured(command, clone, env)[:2] for name, command in STAGE_COMMANDS.items()}
+    repro_s, repro_peak, _ = measured(["dvc", "repro", "--force"], clone, env)
+    noop = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run(["dvc", "repro"], cwd=clone, env=env, check=True, capture_output=True)
+        noop.append(time.perf_counter() - started)
+    return {
+        "stages": stages,
+        "repro_s": repro_s,
+        "repro_peak_mb": repro_peak,
+        "noop_repro_s": statistics.median(noop),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        print(f"training, {args.repeats} alternating rounds:", flush=True)
+        train = compare_training(args.repeats, scratch)
+        print("end to end, fresh clone:", flush=True)
+        e2e = end_to_end(scratch)
+
+    ratio = train["reference_epoch_s"] / train["pipeline_epoch_s"]
+    print("\n| training, batch 64, 30,000 images | reference (Keras fit) | pipeline | ratio |")
+    print("| --- | --- | --- | --- |")
+    print(
+        f"| seconds per epoch (median, epochs 2-10) | {train['reference_epoch_s']:.3f} | "
+        f"{train['pipeline_epoch_s']:.3f} | {ratio:.2f}x |"
+    )
+    print(
+        f"| images per second | {IMAGES_PER_EPOCH / train['reference_epoch_s']:,.0f} | "
+        f"{IMAGES_PER_EPOCH / train['pipeline_epoch_s']:,.0f} | {ratio:.2f}x |"
+    )
+    print(
+        f"| peak memory (MB) | {train['reference_peak_mb']:.0f} | "
+        f"{train['pipeline_peak_mb']:.0f} | |"
+    )
+    print(f"| largest per-epoch loss difference | | {train['max_loss_diff']:.4f} | |")
+
+    print("\n| stage (run alone, defaults) | seconds | peak memory (MB) |")
+    print("| --- | --- | --- |")
+    for name, (seconds, peak) in e2e["stages"].items():
+        print(f"| {name} | {seconds:.1f} | {peak:.0f} |")
+    print("\n| end to end | seconds |\n| --- | --- |")
+    print(f"| tutorial script (reference, whole) | {train['reference_wall_s']:.1f} |")
+    print(f"| `dvc repro --force`, defaults, all stages | {e2e['repro_s']:.1f} |")
+    print(f"| `dvc repro` with nothing to do | {e2e['noop_repro_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
