@@ -56,6 +56,9 @@ class DataParams(_Section):
         ge=1, le=MNIST_TRAIN_IMAGES, description="first N training images used"
     )
     test_size: StrictInt = Field(ge=1, le=MNIST_TEST_IMAGES, description="first N test images used")
+    tuning_size: StrictInt = Field(
+        ge=1, le=5000, description="last N training images, for tuning the classical denoisers"
+    )
 
     @model_validator(mode="after")
     def _source_is_known(self) -> DataParams:
@@ -73,6 +76,9 @@ class NoiseParams(_Section):
 
 
 class ModelParams(_Section):
+    kind: Literal["dense", "conv", "vae"] = Field(
+        description="`dense`: the tutorial's; `conv`: convolutional; `vae`: variational"
+    )
     encoding_dim: StrictInt = Field(ge=1, le=784, description="size of the code")
 
 
@@ -91,9 +97,23 @@ class TrainDenoiseParams(TrainParams):
     )
 
 
+NoiseFactor = Annotated[float, BeforeValidator(_number_not_bool), Field(ge=0.0, le=5.0)]
+
+
 class EvaluateParams(_Section):
     n_examples: StrictInt = Field(
         ge=1, le=20, description="test images shown in the figures; at most data.test_size"
+    )
+    robustness_factors: list[NoiseFactor] = Field(
+        min_length=1,
+        max_length=20,
+        description="noise factors of the PSNR-against-noise curve",
+        json_schema_extra={"allowed": "1 to 20 numbers, each 0 to 5"},
+    )
+    robustness_size: StrictInt = Field(
+        ge=1,
+        le=MNIST_TEST_IMAGES,
+        description="test images per point of that curve (capped at data.test_size)",
     )
 
 

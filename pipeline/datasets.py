@@ -24,12 +24,24 @@ LABELS_SPEC = ArraySpec("uint8", (None,), (0, 9))
 
 @dataclass(frozen=True)
 class Split:
-    """Flattened images in [0, 1] and their digit labels."""
+    """Flattened images in [0, 1] and their digit labels.
+
+    `x_tuning` are held-out training images (the last of the 60,000), for choosing the
+    parameters of the classical denoisers without looking at the test set.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_tuning: np.ndarray
+
+
+@dataclass(frozen=True)
+class NoisySplit:
+    x_train: np.ndarray
+    x_test: np.ndarray
+    x_tuning: np.ndarray
 
 
 def load_raw(directory: str | Path) -> dict[str, np.ndarray]:
@@ -45,13 +57,16 @@ def load_prepared(directory: str | Path) -> Split:
         y_train=load_array(directory / "y_train.npy", LABELS_SPEC),
         x_test=load_array(directory / "x_test.npy", IMAGES_SPEC),
         y_test=load_array(directory / "y_test.npy", LABELS_SPEC),
+        x_tuning=load_array(directory / "x_tuning.npy", IMAGES_SPEC),
     )
 
 
-def load_noisy(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy train and test images, in the order of the prepared split."""
+def load_noisy(directory: str | Path) -> NoisySplit:
+    """Noisy copies of the prepared images, in the same order."""
     directory = Path(directory)
-    return (
-        load_array(directory / "x_train.npy", IMAGES_SPEC),
-        load_array(directory / "x_test.npy", IMAGES_SPEC),
+    return NoisySplit(
+        *(load_array(directory / f"{name}.npy", IMAGES_SPEC) for name in NOISY_ARRAYS)
     )
+
+
+NOISY_ARRAYS = ("x_train", "x_test", "x_tuning")

@@ -70,3 +70,62 @@ def save_png(fig: Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
+
+
+def image_grid(images: np.ndarray, columns: int, title: str) -> Figure:
+    """Flat 28x28 images in a grid, e.g. samples decoded from a VAE's prior."""
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns, rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image in zip(axes.flat, images, strict=False):
+        ax.imshow(image.reshape(IMAGE_SIDE, IMAGE_SIDE), cmap="gray")
+    fig.suptitle(title)
+    return fig
+
+
+def denoiser_scores(rows: Sequence[Mapping]) -> Figure:
+    """PSNR and SSIM of every denoiser on the test set, best first."""
+    names = [row["method"] for row in rows][::-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.2), sharey=True)
+    for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+        values = [row[metric] for row in rows][::-1]
+        ax.barh(names, values, color="tab:blue")
+        for y, value in enumerate(values):
+            ax.text(
+                value,
+                y,
+                f" {value:.3f}" if metric == "ssim" else f" {value:.2f}",
+                va="center",
+                fontsize=8,
+            )
+        ax.set(title="PSNR (dB)" if metric == "psnr" else "SSIM", xlim=(0, max(values) * 1.18))
+    fig.tight_layout()
+    return fig
+
+
+def code_map(points: np.ndarray, labels: np.ndarray, title: str) -> Figure:
+    """A 2-D embedding of codes, coloured by digit."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    scatter = ax.scatter(
+        points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5
+    )
+    fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit")
+    ax.set(title=title, xticks=[], yticks=[])
+    fig.tight_layout()
+    return fig
+
+
+def robustness(rows: Sequence[Mapping], baseline: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    factors = [row["noise_factor"] for row in rows]
+    for key, label in (
+        ("denoiser_psnr", "autoencoder"),
+        ("baseline_psnr", baseline),
+        ("noisy_psnr", "noisy input"),
+    ):
+        ax.plot(factors, [row[key] for row in rows], marker="o", label=label)
+    ax.set(xlabel="noise factor", ylabel="PSNR (dB)", title="Denoising against noise strength")
+    ax.legend()
+    fig.tight_layout()
+    return fig

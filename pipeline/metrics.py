@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from pipeline.datasets import IMAGE_SIDE
 
 # Keras clips probabilities to [eps, 1 - eps] before the log; so do we, to report the same BCE.
 KERAS_EPSILON = 1e-7
@@ -31,9 +33,21 @@ def mean_psnr(target: np.ndarray, predicted: np.ndarray) -> float:
     )
 
 
+def mean_ssim(target: np.ndarray, predicted: np.ndarray) -> float:
+    """SSIM of each 28x28 image (data range 1, 7x7 window), averaged over the images."""
+
+    def stacked(flat: np.ndarray) -> np.ndarray:  # images as channels: one vectorised call
+        return flat.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).transpose(1, 2, 0).astype(np.float64)
+
+    return float(
+        structural_similarity(stacked(target), stacked(predicted), data_range=1.0, channel_axis=2)
+    )
+
+
 def reconstruction_metrics(target: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {
         "bce": binary_cross_entropy(target, predicted),
         "mse": mean_squared_error(target, predicted),
         "psnr": mean_psnr(target, predicted),
+        "ssim": mean_ssim(target, predicted),
     }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+import pipeline.models  # noqa: F401 (registers the custom layers that saved models use)
 from pipeline.errors import DataError
 from pipeline.fsutil import write_bytes_atomic
 from pipeline.keras_archive import canonical_keras_bytes

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import TrainingDiverged
+from pipeline.models import random_states
 
-VALIDATION_BATCH = 2048
 # Per-pixel reconstruction losses of a sane run stay far below this (predicting 0.5 everywhere
 # scores 0.69). Above it, the weights have exploded even if the loss is still finite.
 LOSS_CEILING = 100.0
@@ -96,33 +96,24 @@ class EpochRunner:
         return total / n
 
     def validation_loss(self, x: tf.Tensor, y: tf.Tensor) -> float:
-        n = int(x.shape[0])
-        total = sum(
-            float(
-                self._val(x[start : start + VALIDATION_BATCH], y[start : start + VALIDATION_BATCH])
-            )
-            for start in range(0, n, VALIDATION_BATCH)
-        )
-        return total / n
+        """Mean loss over the whole validation set, in one compiled call."""
+        return float(self._val(x, y)) / int(x.shape[0])
+
+
+def _state_variables(model: keras.Model) -> list:
+    """Everything that determines the next epoch: weights, optimizer and noise generators."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return [*model.weights, *model.optimizer.variables, *random_states(model)]
 
 
 def training_state(model: keras.Model) -> list[np.ndarray]:
-    """Everything that determines the next epoch: weights, then optimizer variables."""
-    _build_optimizer(model)
-    return [*model.get_weights(), *(np.array(v) for v in model.optimizer.variables)]
+    return [np.array(variable) for variable in _state_variables(model)]
 
 
 def restore_training_state(model: keras.Model, arrays: list[np.ndarray]) -> None:
-    _build_optimizer(model)
-    n_weights = len(model.weights)
-    model.set_weights(arrays[:n_weights])
-    for variable, value in zip(model.optimizer.variables, arrays[n_weights:], strict=True):
+    for variable, value in zip(_state_variables(model), arrays, strict=True):
         variable.assign(value)
-
-
-def _build_optimizer(model: keras.Model) -> None:
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
 
 
 def fit(

@@ -16,7 +16,8 @@ VENV_BIN = Path(sys.executable).parent
 
 # Small enough for seconds per stage, big enough for every stage to do real work.
 TINY_PARAMS = {
-    "data": {"train_size": 512, "test_size": 128},
+    "data": {"train_size": 512, "test_size": 128, "tuning_size": 50},
+    "evaluate": {"robustness_factors": [0.2, 0.6], "robustness_size": 64},
     "train_basic": {"epochs": 2, "batch_size": 64},
     "train_denoise": {"epochs": 2, "batch_size": 64},
 }

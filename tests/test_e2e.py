@@ -48,19 +48,54 @@ def test_every_stage_ran_and_wrote_its_outputs(reproduced):
         assert (repo / f"models/{name}.keras").stat().st_size > 10_000
     history = (repo / "reports/train_denoise/history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,val_loss" and len(history) == 3
-    assert sorted(p.name for p in (repo / "reports/figures").iterdir()) == [
-        "codes.png",
-        "denoised.png",
-        "loss_curves.png",
-        "noisy_samples.png",
-        "reconstructions.png",
-    ]
+    figures = {p.name for p in (repo / "reports/figures").iterdir()}
+    assert figures == {
+        f"{name}.png"
+        for name in (
+            "codes",
+            "reconstructions",
+            "noisy_samples",
+            "denoised",
+            "loss_curves",
+            "denoiser_comparison",
+            "denoiser_scores",
+            "robustness",
+            "code_map",
+        )
+    }
+    robustness = (repo / "reports/robustness.csv").read_text().splitlines()
+    assert robustness[0] == "noise_factor,denoiser_psnr,baseline_psnr,noisy_psnr"
+    assert [line.split(",")[0] for line in robustness[1:]] == ["0.2", "0.6"]
 
 
 def test_metrics_rank_the_denoiser_above_doing_nothing(reproduced):
     repo, _ = reproduced
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics) == {"basic_on_clean", "denoiser_on_noisy", "noisy_input"}
+    assert set(metrics) == {
+        "basic_on_clean",
+        "denoiser_on_noisy",
+        "noisy_input",
+        "denoisers",
+        "best_baseline",
+        "probe_accuracy",
+    }
+    assert set(metrics["denoisers"]) == {
+        "dense_autoencoder",
+        "gaussian",
+        "median",
+        "total_variation",
+        "wavelet",
+        "non_local_means",
+        "pca",
+        "noisy_input",
+    }
+    assert set(metrics["probe_accuracy"]) == {
+        "basic_codes",
+        "denoiser_codes",
+        "pca_64",
+        "raw_pixels",
+    }
+    assert 0.1 < metrics["probe_accuracy"]["raw_pixels"] <= 1.0
     assert metrics["denoiser_on_noisy"]["mse"] < metrics["noisy_input"]["mse"]
     assert metrics["denoiser_on_noisy"]["psnr"] > metrics["noisy_input"]["psnr"]
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
@@ -154,3 +189,15 @@ def test_a_diverging_run_fails_fast_and_dvc_checkout_restores_the_last_good_mode
     run(["dvc", "checkout"], repo)  # the README's restore command
     assert dvc_md5(repo / "models/basic.keras") == good
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_a_convolutional_experiment_runs_end_to_end(reproduced):
+    repo, _ = reproduced
+    stdout = run(["dvc", "exp", "run", "-n", "conv", "-S", "model.kind=conv"], repo).stdout
+    assert "Running stage 'train_basic'" in stdout and "Running stage 'evaluate'" in stdout
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert "conv_autoencoder" in metrics["denoisers"]
+    diff = run(["dvc", "metrics", "diff", "--json"], repo).stdout
+    assert "denoiser_on_noisy.psnr" in diff
+    train = runs_of(repo, "train_basic")[-1]
+    assert train.data.params["model.kind"] == "conv" and train.data.tags["dvc.exp_name"] == "conv"

@@ -25,8 +25,9 @@ def test_flatten_and_scale_is_the_tutorials_division_by_255():
 
 def test_prepare_takes_the_first_images_in_order():
     raw = synthetic_raw()
-    split = prepare_split(raw, train_size=5, test_size=2)
+    split = prepare_split(raw, train_size=5, test_size=2, tuning_size=3)
     assert split.x_train.shape == (5, 784) and split.x_test.shape == (2, 784)
+    np.testing.assert_array_equal(split.x_tuning, flatten_and_scale(raw["x_train"][-3:]))
     np.testing.assert_array_equal(split.x_train[4], raw["x_train"][4].ravel() / np.float32(255))
     np.testing.assert_array_equal(split.y_test, raw["y_test"][:2])
 
@@ -42,12 +43,12 @@ def test_noise_is_clipped_seeded_and_has_the_requested_strength():
 
 
 def test_noisy_copies_depend_only_on_data_factor_and_seed():
-    split = prepare_split(synthetic_raw(), 20, 6)
-    first = noisy_copies(split.x_train, split.x_test, 0.4, seed=7)
-    again = noisy_copies(split.x_train, split.x_test, 0.4, seed=7)
-    other = noisy_copies(split.x_train, split.x_test, 0.4, seed=8)
+    split = prepare_split(synthetic_raw(), 20, 6, 4)
+    first = noisy_copies(split, 0.4, seed=7)
+    again = noisy_copies(split, 0.4, seed=7)
+    other = noisy_copies(split, 0.4, seed=8)
     np.testing.assert_array_equal(first["x_test"], again["x_test"])
     assert not np.array_equal(first["x_train"], other["x_train"])
     assert not np.array_equal(first["x_train"][:6], first["x_test"])  # independent draws
-    zero = noisy_copies(split.x_train, split.x_test, 0.0, seed=7)
+    zero = noisy_copies(split, 0.0, seed=7)
     np.testing.assert_array_equal(zero["x_train"], split.x_train)

@@ -123,3 +123,72 @@ def test_a_corrupted_model_file_is_named(tmp_path):
     path.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(DataError, match=r"m.keras: not a loadable Keras model"):
         model_io.load_model(path)
+
+
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_every_kind_trains_saves_reloads_and_encodes_alike(kind, tmp_path):
+    data = blobs(64)
+    training.enable_determinism(0)
+    model = models.compile_for_training(models.build_autoencoder(8, kind, seed=0), 1e-3)
+    history = training.fit(
+        model,
+        data,
+        data,
+        data[:16],
+        data[:16],
+        epochs=1,
+        batch_size=16,
+        seed=0,
+        jit_compile=models.uses_xla(kind),
+    )
+    assert np.isfinite(history[0].loss)
+    model_io.save_model(model, tmp_path / "m.keras")
+    reloaded = model_io.load_model(tmp_path / "m.keras")
+    assert models.kind_of(reloaded) == kind
+    np.testing.assert_array_equal(models.predict(model, data), models.predict(reloaded, data))
+    assert models.predict(models.encoder_of(reloaded), data).shape == (64, 8)
+    assert models.decoder_of(reloaded).input_shape == (None, 8)
+
+
+@pytest.mark.parametrize("kind", models.KINDS)
+def test_resuming_from_a_saved_state_repeats_the_uninterrupted_run(kind):
+    data = blobs(64)
+
+    def fresh():
+        training.enable_determinism(0)
+        return models.compile_for_training(models.build_autoencoder(8, kind, seed=0), 1e-3)
+
+    def train(model, first, last):
+        return training.fit(
+            model,
+            data,
+            data,
+            data[:16],
+            data[:16],
+            epochs=last,
+            batch_size=16,
+            seed=0,
+            first_epoch=first,
+            jit_compile=models.uses_xla(kind),
+        )
+
+    straight = fresh()
+    expected = train(straight, 1, 3)
+    interrupted = fresh()
+    head = train(interrupted, 1, 1)
+    state = training.training_state(interrupted)
+    resumed = fresh()  # a new process would start from scratch like this
+    training.restore_training_state(resumed, state)
+    assert head + train(resumed, 2, 3) == expected
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vae_adds_its_kl_term_and_samples_only_while_training():
+    data = blobs(32)
+    training.enable_determinism(0)
+    vae = models.build_autoencoder(8, "vae", seed=0)
+    np.testing.assert_array_equal(vae(data, training=False), vae(data, training=False))
+    assert not np.array_equal(vae(data, training=True), vae(data, training=True))
+    vae(data, training=False)
+    assert len(vae.losses) == 1 and float(vae.losses[0]) >= 0

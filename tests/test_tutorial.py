@@ -17,8 +17,10 @@ TOLERANCE = 0.003
 
 def test_default_params_reproduce_the_tutorial_losses(mnist):
     params = load_params(REPO_ROOT / "params.yaml")
-    split = prepare_split(mnist, params.data.train_size, params.data.test_size)
-    noisy = noisy_copies(split.x_train, split.x_test, params.noise.factor, params.noise.seed)
+    split = prepare_split(
+        mnist, params.data.train_size, params.data.test_size, params.data.tuning_size
+    )
+    noisy = noisy_copies(split, params.noise.factor, params.noise.seed)
     training.enable_determinism(params.seed)
     model = models.compile_for_training(
         models.build_autoencoder(params.model.encoding_dim), params.train_basic.learning_rate

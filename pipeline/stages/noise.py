@@ -7,7 +7,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.arrays import save_arrays
 from pipeline.config import Params
-from pipeline.datasets import load_prepared
+from pipeline.datasets import NOISY_ARRAYS, Split, load_prepared
 
 
 def add_gaussian_noise(images: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
@@ -15,19 +15,14 @@ def add_gaussian_noise(images: np.ndarray, factor: float, rng: np.random.Generat
     return np.clip(noisy, 0.0, 1.0).astype(np.float32)
 
 
-def noisy_copies(
-    x_train: np.ndarray, x_test: np.ndarray, factor: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Train then test from one generator, so each is a fixed function of (data, factor, seed)."""
+def noisy_copies(split: Split, factor: float, seed: int) -> dict[str, np.ndarray]:
+    """Train, test, tuning in turn from one generator: each a fixed function of its inputs."""
     rng = np.random.default_rng(seed)
-    return {
-        "x_train": add_gaussian_noise(x_train, factor, rng),
-        "x_test": add_gaussian_noise(x_test, factor, rng),
-    }
+    return {name: add_gaussian_noise(getattr(split, name), factor, rng) for name in NOISY_ARRAYS}
 
 
 def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
-    noisy = noisy_copies(split.x_train, split.x_test, params.noise.factor, params.noise.seed)
+    noisy = noisy_copies(split, params.noise.factor, params.noise.seed)
     save_arrays(paths.NOISY_DIR, noisy)
     print(f"noise: factor {params.noise.factor}, seed {params.noise.seed} -> {paths.NOISY_DIR}/")

@@ -16,19 +16,24 @@ def flatten_and_scale(images: np.ndarray) -> np.ndarray:
     return (images.reshape(-1, IMAGE_PIXELS) / 255.0).astype(np.float32)
 
 
-def prepare_split(raw: dict[str, np.ndarray], train_size: int, test_size: int) -> Split:
+def prepare_split(
+    raw: dict[str, np.ndarray], train_size: int, test_size: int, tuning_size: int
+) -> Split:
     return Split(
         x_train=flatten_and_scale(raw["x_train"][:train_size]),
         y_train=raw["y_train"][:train_size],
         x_test=flatten_and_scale(raw["x_test"][:test_size]),
         y_test=raw["y_test"][:test_size],
+        x_tuning=flatten_and_scale(raw["x_train"][len(raw["x_train"]) - tuning_size :]),
     )
 
 
 def run(params: Params) -> None:
     raw = load_raw(paths.RAW_DIR)
     verify_mnist(raw, str(paths.RAW_DIR))
-    split = prepare_split(raw, params.data.train_size, params.data.test_size)
+    split = prepare_split(
+        raw, params.data.train_size, params.data.test_size, params.data.tuning_size
+    )
     save_arrays(paths.PREPARED_DIR, vars(split))
     print(
         f"prepare: {len(split.x_train)} train, {len(split.x_test)} test images "

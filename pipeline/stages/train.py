@@ -46,13 +46,13 @@ def _training_data(stage: TrainingStage) -> tuple[np.ndarray, np.ndarray, np.nda
     split = load_prepared(paths.PREPARED_DIR)
     if not stage.noisy_inputs:
         return split.x_train, split.x_train, split.x_test, split.x_test
-    noisy_train, noisy_test = load_noisy(paths.NOISY_DIR)
-    if noisy_train.shape != split.x_train.shape or noisy_test.shape != split.x_test.shape:
+    noisy = load_noisy(paths.NOISY_DIR)
+    if noisy.x_train.shape != split.x_train.shape or noisy.x_test.shape != split.x_test.shape:
         raise DataError(
-            f"{paths.NOISY_DIR}: shapes {noisy_train.shape}/{noisy_test.shape} do not match "
+            f"{paths.NOISY_DIR}: shapes {noisy.x_train.shape}/{noisy.x_test.shape} do not match "
             f"{paths.PREPARED_DIR} {split.x_train.shape}/{split.x_test.shape}; rerun `dvc repro`"
         )
-    return noisy_train, split.x_train, noisy_test, split.x_test
+    return noisy.x_train, split.x_train, noisy.x_test, split.x_test
 
 
 def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
@@ -73,7 +73,8 @@ def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
         model.optimizer.learning_rate.assign(settings.learning_rate)
         return model
     return models.compile_for_training(
-        models.build_autoencoder(params.model.encoding_dim), settings.learning_rate
+        models.build_autoencoder(params.model.encoding_dim, params.model.kind, params.seed),
+        settings.learning_rate,
     )
 
 
@@ -126,6 +127,7 @@ def run(params: Params, stage: TrainingStage) -> None:
             seed=params.seed,
             first_epoch=len(rows) + 1,
             on_epoch_end=end_of_epoch,
+            jit_compile=models.uses_xla(params.model.kind),
         )
         model_io.save_model(model, model_path)
         write_text_atomic(history_path, history_csv(rows))
