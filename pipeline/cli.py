@@ -85,6 +85,27 @@ def _compare(args: argparse.Namespace) -> None:
     print(json.dumps(table, indent=2, default=str) if args.json else markdown(table), end="")
 
 
+def _server(args: argparse.Namespace) -> None:
+    from pipeline import server
+    from pipeline.tracking import repository_root
+
+    config = server.ServerConfig(
+        state_dir=args.dir or repository_root() / ".aepipe" / "server",
+        port=args.port,
+        db_port=args.db_port,
+        db_password=os.environ.get("AEPIPE_DB_PASSWORD", "mlflow"),
+    )
+    if args.action == "start":
+        seconds = server.start(config)
+        print(f"MLflow tracking server on PostgreSQL is up ({seconds:.1f} s). Use it with:")
+        print(f"  export MLFLOW_TRACKING_URI={config.uri}")
+    elif args.action == "stop":
+        server.stop(config)
+        print("stopped the MLflow server and PostgreSQL")
+    else:
+        print(server.status(config))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aepipe", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -126,12 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a metric column (repeatable; default: the three PSNRs)",
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
+    server = add("server", _server, "team MLflow tracking server on PostgreSQL")
+    server.add_argument("action", choices=("start", "stop", "status"))
+    server.add_argument("--dir", type=Path, help="state directory (default: .aepipe/server)")
+    server.add_argument("--port", type=int, default=5000, help="MLflow port (default 5000)")
+    server.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port (5433)")
     add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
     add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
     add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")
     train = add("train", _train, "stages train_basic / train_denoise")
     train.add_argument("model", choices=("basic", "denoise"))
     add("evaluate", _stage("evaluate"), "stage evaluate: metrics and figures")
+    add("register", _stage("register"), "stage register: registry version if PSNR improves")
     return parser
 
 

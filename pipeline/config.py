@@ -97,6 +97,15 @@ class TrainDenoiseParams(TrainParams):
     )
 
 
+class DistributeParams(_Section):
+    strategy: Literal["none", "multi_worker"] = Field(
+        description="`multi_worker`: MultiWorkerMirroredStrategy over TF_CONFIG workers"
+    )
+    workers: StrictInt = Field(
+        ge=2, le=8, description="workers started on 127.0.0.1 when TF_CONFIG is not set"
+    )
+
+
 NoiseFactor = Annotated[float, BeforeValidator(_number_not_bool), Field(ge=0.0, le=5.0)]
 
 
@@ -124,6 +133,7 @@ class Params(_Section):
     model: ModelParams
     train_basic: TrainParams
     train_denoise: TrainDenoiseParams
+    distribute: DistributeParams
     evaluate: EvaluateParams
 
     @model_validator(mode="after")

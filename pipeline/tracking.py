@@ -176,6 +176,16 @@ class StageRun:
                 self.log_artifact(path, f"dvc_outputs/{path.parent.as_posix()}")
 
 
+def store_lock() -> contextlib.AbstractContextManager:
+    """Serialises check-then-write sequences on the embedded store across processes."""
+    _, artifact_dir = configured_uri()
+    if artifact_dir is None:
+        return contextlib.nullcontext()  # a server: its database handles concurrency
+    lock_dir = artifact_dir.parent / ".aepipe"
+    lock_dir.mkdir(exist_ok=True)
+    return FileLock(lock_dir / "mlflow.lock")
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
@@ -190,12 +200,8 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     client = mlflow.MlflowClient()
     git = provenance.git_state()
     tags = lineage_tags(stage, inputs, git)
-    lock_dir = artifact_dir.parent / ".aepipe" if artifact_dir else None
-    lock = FileLock(lock_dir / "mlflow.lock") if lock_dir else contextlib.nullcontext()
-    if lock_dir:
-        lock_dir.mkdir(exist_ok=True)
     try:
-        with lock:  # the first use creates the SQLite schema; parallel queue workers must wait
+        with store_lock():  # the first use creates the SQLite schema; queue workers must wait
             experiment_id = _experiment_id(client, artifact_dir)
             parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
     except Exception as exc:
@@ -234,6 +240,7 @@ class RunFinder:
         ensure_reachable(uri)
         import mlflow
 
+        mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(
             os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)

@@ -116,6 +116,17 @@ def restore_training_state(model: keras.Model, arrays: list[np.ndarray]) -> None
         variable.assign(value)
 
 
+def check_loss(loss: float, epoch: int, model: keras.Model) -> float:
+    """`loss`, unless training diverged (NaN, inf or beyond any sane value)."""
+    if not math.isfinite(loss) or loss > LOSS_CEILING:
+        raise TrainingDiverged(
+            f"training diverged: loss {loss:.4g} in epoch {epoch} (a sane run stays below "
+            f"{LOSS_CEILING:g}); lower the learning rate "
+            f"(currently {float(model.optimizer.learning_rate):g})"
+        )
+    return loss
+
+
 def fit(
     model: keras.Model,
     inputs: np.ndarray,
@@ -140,12 +151,7 @@ def fit(
         started = time.perf_counter()
         loss = runner.train_epoch(x, y, epoch_permutation(seed, epoch, len(inputs)))
         seconds = time.perf_counter() - started
-        if not math.isfinite(loss) or loss > LOSS_CEILING:
-            raise TrainingDiverged(
-                f"training diverged: loss {loss:.4g} in epoch {epoch} (a sane run stays below "
-                f"{LOSS_CEILING:g}); lower the learning rate "
-                f"(currently {float(model.optimizer.learning_rate):g})"
-            )
+        check_loss(loss, epoch, model)
         result = EpochResult(epoch, loss, runner.validation_loss(val_x, val_y), seconds)
         results.append(result)
         if on_epoch_end is not None:

@@ -13,7 +13,16 @@ from tests.conftest import TINY_PARAMS, copy_repo, default_params, lock_out_md5,
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ("validate", "fetch", "prepare", "noise", "train_basic", "train_denoise", "evaluate")
+STAGES = (
+    "validate",
+    "fetch",
+    "prepare",
+    "noise",
+    "train_basic",
+    "train_denoise",
+    "evaluate",
+    "register",
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import pipeline
-from pipeline import paths, tracking
+from pipeline import distributed, paths, tracking
 from pipeline.checkpoints import CheckpointDir, HistoryRow, code_digest, fingerprint
 from pipeline.config import Params, TrainParams
 from pipeline.datasets import load_noisy, load_prepared
-from pipeline.errors import DataError
+from pipeline.errors import DataError, PipelineError
 from pipeline.fsutil import write_text_atomic
 
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss")
@@ -79,22 +82,56 @@ def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
 
 
 def run(params: Params, stage: TrainingStage) -> None:
-    settings: TrainParams = getattr(params, stage.name)
-    inputs, targets, val_inputs, val_targets = _training_data(stage)
-    model_path = paths.model_file(stage.model_name)
-    history_path = paths.history_file(stage.name)
+    multi_worker = params.distribute.strategy == "multi_worker"
+    if multi_worker and distributed.worker_index() is None:
+        status = distributed.launch(sys.argv[1:], params.distribute.workers)
+        if status:
+            raise PipelineError(f"{stage.name}: a training worker exited with status {status}")
+        return
+    strategy = distributed.strategy() if multi_worker else None
+    data = _training_data(stage)
+    if not distributed.is_chief():  # takes part in every gradient sum; writes and logs nothing
+        _train(params, stage, data, strategy, run=None)
+        return
 
     with tracking.stage_run(stage.name, _inputs(stage, params)) as run:
         run.log_params(params.flat())
-        from pipeline import figures, model_io, models, training  # TensorFlow loads here
+        model, rows, checkpoint = _train(params, stage, data, strategy, run)
+        from pipeline import figures, model_io, models
 
-        training.enable_determinism(params.seed)
+        model_path = paths.model_file(stage.model_name)
+        history_path = paths.history_file(stage.name)
+        model_io.save_model(model, model_path)
+        write_text_atomic(history_path, history_csv(rows))
+        run.log_outputs([model_path, history_path])
+        run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
+        examples = data[2][:5]
+        run.log_keras_model(model, examples, models.predict(model, examples))
+    if checkpoint:
+        checkpoint.clear()
+
+
+def _train(
+    params: Params,
+    stage: TrainingStage,
+    data: tuple[np.ndarray, ...],
+    strategy: Any | None,
+    run: tracking.StageRun | None,
+) -> tuple[Any, list[HistoryRow], CheckpointDir | None]:
+    """Train (resuming a checkpoint when one process trains); return model, history, checkpoint."""
+    from pipeline import models, training  # TensorFlow loads here
+
+    settings: TrainParams = getattr(params, stage.name)
+    training.enable_determinism(params.seed)
+    with strategy.scope() if strategy else contextlib.nullcontext():
         model = _initial_model(stage, params, settings)
+    rows: list[HistoryRow] = []
+    checkpoint = None
+    if run is not None and strategy is None:
         checkpoint = CheckpointDir(
             paths.STATE_DIR / "checkpoints" / stage.name,
             fingerprint(stage.name, params.flat(), run.input_md5s, code_digest(PACKAGE_DIR)),
         )
-        rows: list[HistoryRow] = []
         if resumed := checkpoint.load():
             training.restore_training_state(model, resumed.state)
             rows = resumed.rows
@@ -103,36 +140,36 @@ def run(params: Params, stage: TrainingStage) -> None:
                 run.log_metrics({"loss": loss, "val_loss": val_loss}, step=epoch)
             print(f"{stage.name}: resuming after epoch {len(rows)} from {checkpoint.directory}")
 
-        def end_of_epoch(result: training.EpochResult) -> None:
-            rows.append((result.epoch, result.loss, result.val_loss))
+    def end_of_epoch(result: training.EpochResult) -> None:
+        rows.append((result.epoch, result.loss, result.val_loss))
+        if checkpoint:
             checkpoint.save(rows, training.training_state(model), run.run_id)
-            print(
-                f"{stage.name}: epoch {result.epoch}/{settings.epochs} loss {result.loss:.4f} "
-                f"val_loss {result.val_loss:.4f} ({result.seconds:.2f} s)",
-                flush=True,
-            )
-            run.log_metrics(
-                {"loss": result.loss, "val_loss": result.val_loss, "epoch_seconds": result.seconds},
-                step=result.epoch,
-            )
+        if run is None:
+            return
+        print(
+            f"{stage.name}: epoch {result.epoch}/{settings.epochs} loss {result.loss:.4f} "
+            f"val_loss {result.val_loss:.4f} ({result.seconds:.2f} s)",
+            flush=True,
+        )
+        run.log_metrics(
+            {"loss": result.loss, "val_loss": result.val_loss, "epoch_seconds": result.seconds},
+            step=result.epoch,
+        )
 
+    schedule = {
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "seed": params.seed,
+        "on_epoch_end": end_of_epoch,
+    }
+    if strategy:
+        distributed.fit_multi_worker(strategy, model, *data, **schedule)
+    else:
         training.fit(
             model,
-            inputs,
-            targets,
-            val_inputs,
-            val_targets,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            seed=params.seed,
+            *data,
+            **schedule,
             first_epoch=len(rows) + 1,
-            on_epoch_end=end_of_epoch,
             jit_compile=models.uses_xla(params.model.kind),
         )
-        model_io.save_model(model, model_path)
-        write_text_atomic(history_path, history_csv(rows))
-        run.log_outputs([model_path, history_path])
-        run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
-        examples = val_inputs[:5]
-        run.log_keras_model(model, examples, models.predict(model, examples))
-    checkpoint.clear()
+    return model, rows, checkpoint

@@ -1,0 +1,152 @@
+"""Multi-worker training with `tf.distribute.MultiWorkerMirroredStrategy`, driven by TF_CONFIG.
+
+`distribute.strategy: multi_worker` makes a training stage a launcher: it starts
+`distribute.workers` copies of itself on 127.0.0.1, each with its TF_CONFIG, and waits. Every
+worker walks the same seeded epoch order; each global batch is split between the workers and
+their gradients are summed, so the result equals single-process training up to the order of
+floating-point sums. Only the chief (worker 0) writes outputs and logs to MLflow. On several
+machines, set TF_CONFIG on each yourself and run the stage command there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+LOCALHOST = "127.0.0.1"
+
+
+def worker_index() -> int | None:
+    """This process's worker index from TF_CONFIG, or None when not part of a cluster."""
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        return None
+    task = json.loads(config)["task"]
+    return int(task["index"]) + (1 if task["type"] == "worker" and _has_chief(config) else 0)
+
+
+def _has_chief(config: str) -> bool:
+    return "chief" in json.loads(config)["cluster"]
+
+
+def is_chief() -> bool:
+    return worker_index() in (None, 0)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOCALHOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def tf_configs(workers: int) -> list[str]:
+    cluster = {"worker": [f"{LOCALHOST}:{port}" for port in _free_ports(workers)]}
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        for index in range(workers)
+    ]
+
+
+def launch(argv: list[str], workers: int) -> int:
+    """Run `aepipe <argv>` as `workers` cooperating processes on this machine.
+
+    Only the chief's standard output is shown; the exit status is the first non-zero one.
+    """
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *argv],
+            env={**os.environ, "TF_CONFIG": config},
+            stdout=None if index == 0 else subprocess.DEVNULL,
+        )
+        for index, config in enumerate(tf_configs(workers))
+    ]
+    try:
+        codes = [process.wait() for process in processes]
+    except KeyboardInterrupt:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait()
+        raise
+    return next((code for code in codes if code), 0)
+
+
+def strategy():
+    """Create the strategy first thing: TensorFlow must not have run ops before it."""
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def fit_multi_worker(
+    strategy,
+    model,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    val_inputs: np.ndarray,
+    val_targets: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    on_epoch_end: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Like `training.fit`, with every global batch split across the workers."""
+    import tensorflow as tf
+
+    from pipeline.training import EpochResult, check_loss, epoch_permutation
+
+    workers, me = strategy.num_replicas_in_sync, worker_index() or 0
+    per_sample = tf.keras.losses.get(model.loss)
+
+    def step(x, y, global_size):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(per_sample(y, model(x, training=True))) / global_size
+            for extra in model.losses:
+                loss += extra / workers
+        variables = model.trainable_variables
+        model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    @tf.function
+    def distributed_step(x, y, global_size):
+        losses = strategy.run(step, args=(x, y, global_size))
+        return strategy.reduce("SUM", losses, axis=None)
+
+    @tf.function
+    def validation(x, y):
+        loss = tf.reduce_mean(per_sample(y, model(x, training=False)))
+        return loss + tf.add_n(model.losses) if model.losses else loss
+
+    n = len(inputs)
+    results = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        order = epoch_permutation(seed, epoch, n)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            batch = order[start : start + batch_size]
+            mine = np.array_split(batch, workers)[me]
+            size = tf.constant(float(len(batch)))
+            total += float(distributed_step(inputs[mine], targets[mine], size)) * len(batch)
+        seconds = time.perf_counter() - started
+        loss = check_loss(total / n, epoch, model)
+        result = EpochResult(epoch, loss, float(validation(val_inputs, val_targets)), seconds)
+        results.append(result)
+        if on_epoch_end is not None:
+            on_epoch_end(result)
+    return results

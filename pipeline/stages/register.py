@@ -1,0 +1,82 @@
+"""Stage `register`: the denoiser becomes a new version in the MLflow model registry, with its
+lineage tags, only when its test PSNR beats the current champion's.
+
+The registered model is `aepipe-denoiser`; the alias `champion` points at the best version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline import paths, tracking
+from pipeline.config import Params
+from pipeline.errors import DataError, TrackingError
+from pipeline.fsutil import dvc_md5
+
+MODEL_NAME = "aepipe-denoiser"
+ALIAS = "champion"
+SCORE = "denoiser_on_noisy.psnr"
+DENOISER = paths.model_file("denoise")
+
+
+def improves(candidate: float, champion: float | None) -> bool:
+    return champion is None or candidate > champion
+
+
+def _score(metrics: dict[str, Any]) -> float:
+    group, name = SCORE.split(".")
+    try:
+        return float(metrics[group][name])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{paths.METRICS_FILE}: no {SCORE}; rerun `dvc repro evaluate`") from None
+
+
+def run(params: Params) -> None:
+    try:
+        metrics = json.loads(paths.METRICS_FILE.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{paths.METRICS_FILE}: unreadable ({exc})") from None
+    score, md5 = _score(metrics), dvc_md5(DENOISER)
+    runs = tracking.RunFinder.open_existing()
+    producing = runs.producing(DENOISER.as_posix(), md5) if runs else []
+    if not producing:
+        raise TrackingError(f"no MLflow run records {DENOISER} with md5 {md5}: nothing to register")
+    import mlflow
+
+    client = runs.client
+    with tracking.store_lock():
+        try:
+            champion = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
+            best = float(champion.tags[SCORE])
+        except mlflow.exceptions.MlflowException:
+            champion, best = None, None
+        if not improves(score, best):
+            print(
+                f"register: {SCORE} {score:.4f} does not beat version {champion.version} "
+                f"({best:.4f}); registry unchanged"
+            )
+            return
+        train_run = producing[0]
+        [logged] = mlflow.search_logged_models(
+            experiment_ids=[runs.experiment_id],
+            output_format="list",
+            filter_string=f"source_run_id = '{train_run['run_id']}'",
+        )
+        tags = {
+            SCORE: str(score),
+            "denoiser_on_noisy.ssim": str(metrics["denoiser_on_noisy"].get("ssim", "")),
+            f"{tracking.TAG_OUT}{DENOISER.as_posix()}": md5,
+            "mlflow.train_run": train_run["run_id"],
+            "git.commit": train_run["git_commit"],
+            "git.dirty": train_run["git_dirty"],
+            "dvc.exp_name": train_run["dvc_experiment"],
+            "model.kind": params.model.kind,
+        }
+        version = mlflow.register_model(logged.model_uri, MODEL_NAME, tags=tags)
+        client.set_registered_model_alias(MODEL_NAME, ALIAS, version.version)
+    print(
+        f"register: {MODEL_NAME} version {version.version} ({SCORE} {score:.4f}"
+        + (f", was {best:.4f}" if best is not None else "")
+        + f") is now @{ALIAS}"
+    )
