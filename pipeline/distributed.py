@@ -16,8 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -92,61 +90,50 @@ def strategy():
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def fit_multi_worker(
-    strategy,
-    model,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    val_inputs: np.ndarray,
-    val_targets: np.ndarray,
-    *,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    on_epoch_end: Callable[[Any], None] | None = None,
-) -> list[Any]:
-    """Like `training.fit`, with every global batch split across the workers."""
-    import tensorflow as tf
+class MultiWorkerRunner:
+    """`training.EpochRunner`'s interface, with every global batch split across the workers."""
 
-    from pipeline.training import EpochResult, check_loss, epoch_permutation
+    def __init__(self, strategy: Any, model: Any, batch_size: int):
+        import tensorflow as tf
 
-    workers, me = strategy.num_replicas_in_sync, worker_index() or 0
-    per_sample = tf.keras.losses.get(model.loss)
+        self.model = model
+        self.batch_size = batch_size
+        self.workers = strategy.num_replicas_in_sync
+        self.me = worker_index() or 0
+        per_sample = tf.keras.losses.get(model.loss)
 
-    def step(x, y, global_size):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(per_sample(y, model(x, training=True))) / global_size
-            for extra in model.losses:
-                loss += extra / workers
-        variables = model.trainable_variables
-        model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
+        def step(x, y, global_size):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(per_sample(y, model(x, training=True))) / global_size
+                for extra in model.losses:
+                    loss += extra / self.workers
+            variables = model.trainable_variables
+            model.optimizer.apply_gradients(
+                zip(tape.gradient(loss, variables), variables, strict=True)
+            )
+            return loss
 
-    @tf.function
-    def distributed_step(x, y, global_size):
-        losses = strategy.run(step, args=(x, y, global_size))
-        return strategy.reduce("SUM", losses, axis=None)
+        @tf.function
+        def distributed_step(x, y, global_size):
+            return strategy.reduce("SUM", strategy.run(step, args=(x, y, global_size)), axis=None)
 
-    @tf.function
-    def validation(x, y):
-        loss = tf.reduce_mean(per_sample(y, model(x, training=False)))
-        return loss + tf.add_n(model.losses) if model.losses else loss
+        @tf.function
+        def validation(x, y):
+            loss = tf.reduce_mean(per_sample(y, model(x, training=False)))
+            return loss + tf.add_n(model.losses) if model.losses else loss
 
-    n = len(inputs)
-    results = []
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        order = epoch_permutation(seed, epoch, n)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            batch = order[start : start + batch_size]
-            mine = np.array_split(batch, workers)[me]
+        self._step, self._validation = distributed_step, validation
+
+    def train_epoch(self, x: Any, y: Any, order: np.ndarray) -> float:
+        import tensorflow as tf
+
+        n, total = len(order), 0.0
+        for start in range(0, n, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            mine = np.array_split(batch, self.workers)[self.me]
             size = tf.constant(float(len(batch)))
-            total += float(distributed_step(inputs[mine], targets[mine], size)) * len(batch)
-        seconds = time.perf_counter() - started
-        loss = check_loss(total / n, epoch, model)
-        result = EpochResult(epoch, loss, float(validation(val_inputs, val_targets)), seconds)
-        results.append(result)
-        if on_epoch_end is not None:
-            on_epoch_end(result)
-    return results
+            total += float(self._step(tf.gather(x, mine), tf.gather(y, mine), size)) * len(batch)
+        return total / n
+
+    def validation_loss(self, x: Any, y: Any) -> float:
+        return float(self._validation(x, y))

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -140,9 +141,14 @@ def fit(
     first_epoch: int = 1,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     jit_compile: bool = True,
+    runner: Any = None,
 ) -> list[EpochResult]:
-    """Train epochs `first_epoch..epochs` (later than 1 when resuming); stop at a NaN/inf loss."""
-    runner = EpochRunner(model, batch_size, jit_compile=jit_compile)
+    """Train epochs `first_epoch..epochs` (later than 1 when resuming); stop at a NaN/inf loss.
+
+    `runner` (default: an `EpochRunner`) trains one epoch in a given order and computes the
+    validation loss; `distributed.MultiWorkerRunner` does the same across workers.
+    """
+    runner = runner or EpochRunner(model, batch_size, jit_compile=jit_compile)
     x = tf.constant(inputs)
     y = x if targets is inputs else tf.constant(targets)
     val_x, val_y = tf.constant(val_inputs), tf.constant(val_targets)

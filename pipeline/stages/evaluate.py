@@ -108,7 +108,7 @@ def _evaluate(params: Params, split: Split, noisy: NoisySplit, basic, denoiser):
         noisy.x_test,
         split.x_tuning,
         noisy.x_tuning,
-        f"{kind}_autoencoder",
+        "autoencoder",
         denoised,
     )
     best = baselines[next(row["method"] for row in table if row["method"] in baselines)]
@@ -116,6 +116,7 @@ def _evaluate(params: Params, split: Split, noisy: NoisySplit, basic, denoiser):
         row["method"]: {"psnr": row["psnr"], "ssim": row["ssim"]} for row in table
     }
     metrics["best_baseline"] = best.name
+    metrics["model_kind"] = kind
 
     curve = evaluation.robustness_curve(
         lambda images: models.predict(denoiser, images),

@@ -156,20 +156,17 @@ def _train(
             step=result.epoch,
         )
 
-    schedule = {
-        "epochs": settings.epochs,
-        "batch_size": settings.batch_size,
-        "seed": params.seed,
-        "on_epoch_end": end_of_epoch,
-    }
-    if strategy:
-        distributed.fit_multi_worker(strategy, model, *data, **schedule)
-    else:
-        training.fit(
-            model,
-            *data,
-            **schedule,
-            first_epoch=len(rows) + 1,
-            jit_compile=models.uses_xla(params.model.kind),
-        )
+    training.fit(
+        model,
+        *data,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        seed=params.seed,
+        first_epoch=len(rows) + 1,
+        on_epoch_end=end_of_epoch,
+        jit_compile=models.uses_xla(params.model.kind),
+        runner=distributed.MultiWorkerRunner(strategy, model, settings.batch_size)
+        if strategy
+        else None,
+    )
     return model, rows, checkpoint
