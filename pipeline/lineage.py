@@ -43,7 +43,7 @@ class Step:
     md5: str
     record: StageRecord | None = None
     recorded_in: list[str] = field(default_factory=list)  # dvc.lock versions naming it
-    experiment: str = ""
+    experiments: list[str] = field(default_factory=list)  # DVC experiments that hold it
     mlflow_runs: list[dict[str, str]] = field(default_factory=list)
     inputs: list[Step] = field(default_factory=list)
     note: str = ""
@@ -56,7 +56,7 @@ class Step:
                 "cmd": self.record.cmd,
                 "params": self.record.params,
                 "recorded_in": self.recorded_in,
-                "dvc_experiment": self.experiment or None,
+                "dvc_experiments": self.experiments,
             }
         return {
             "path": self.path,
@@ -141,14 +141,9 @@ class Tracer:
             return step
         step.record = producers[0]
         step.recorded_in = list(dict.fromkeys(r.revision for r in producers))
-        step.experiment = next(
-            (
-                self.history.experiments[r]
-                for r in step.recorded_in
-                if r in self.history.experiments
-            ),
-            "",
-        )
+        step.experiments = [
+            self.history.experiments[r] for r in step.recorded_in if r in self.history.experiments
+        ]
         if step.record.stage == "fetch":
             step.note = _fetch_note(self.history.root, md5)
         for dep_path, dep_md5 in step.record.deps.items():
@@ -235,11 +230,11 @@ def _render_step(step: dict[str, Any], indent: str, lines: list[str]) -> None:
         shown = ", ".join(versions[:3]) + (
             f" and {len(versions) - 3} more" if len(versions) > 3 else ""
         )
-        experiment = made_by["dvc_experiment"]
+        experiments = ", ".join(made_by["dvc_experiments"])
         lines.append(f"{inner}made by stage {made_by['stage']}: {made_by['cmd']}")
         lines.append(
             f"{inner}recorded in dvc.lock of: {shown}"
-            + (f" (DVC experiment {experiment})" if experiment else "")
+            + (f"; in DVC experiments: {experiments}" if experiments else "")
         )
         if made_by["params"]:
             lines.append(
