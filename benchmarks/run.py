@@ -150,6 +150,7 @@ STAGE_COMMANDS = {
     "train_basic": ["aepipe", "train", "basic"],
     "train_denoise": ["aepipe", "train", "denoise"],
     "evaluate": ["aepipe", "evaluate"],
+    "register": ["aepipe", "register"],
 }
 
 
