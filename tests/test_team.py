@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from pipeline import server
+from pipeline.config import load_params
 from pipeline.fsutil import dvc_md5
+from pipeline.stages import register
 from tests.conftest import (
     TINY_PARAMS,
     copy_repo,
@@ -121,7 +123,9 @@ def test_pipeline_logs_to_the_postgres_server_and_registers_the_denoiser(trackin
     assert dvc_md5(copy) == md5
     assert list(config.artifacts.rglob("denoise.keras"))  # stored by the server
 
-    version = client.get_model_version_by_alias("aepipe-denoiser", "champion")
+    alias = register.champion_alias(load_params(repo / "params.yaml"))
+    assert alias == "champion-noise0_4-seed1-test128"
+    version = client.get_model_version_by_alias("aepipe-denoiser", alias)
     assert version.tags["dvc.out.models/denoise.keras"] == md5
     assert version.tags["mlflow.train_run"] == train.info.run_id
     verified = run(["aepipe", "verify"], repo, env=env)

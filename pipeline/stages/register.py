@@ -1,7 +1,9 @@
 """Stage `register`: the denoiser becomes a new version in the MLflow model registry, with its
 lineage tags, only when its test PSNR beats the current champion's.
 
-The registered model is `aepipe-denoiser`; the alias `champion` points at the best version.
+PSNRs are only comparable on the same test: the same noise (factor and seed) on the same test
+images. So the registered model `aepipe-denoiser` has one champion per such benchmark, under the
+alias `champion-<benchmark>`, e.g. `champion-noise0_4-seed1-test10000` for the defaults.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from pipeline.errors import DataError, TrackingError
 from pipeline.fsutil import dvc_md5
 
 MODEL_NAME = "aepipe-denoiser"
-ALIAS = "champion"
 SCORE = "denoiser_on_noisy.psnr"
 DENOISER = paths.model_file("denoise")
+
+
+def champion_alias(params: Params) -> str:
+    benchmark = f"noise{params.noise.factor:g}-seed{params.noise.seed}-test{params.data.test_size}"
+    return "champion-" + benchmark.replace(".", "_")  # aliases allow letters, digits, _ and -
 
 
 def improves(candidate: float, champion: float | None) -> bool:
@@ -45,9 +51,10 @@ def run(params: Params) -> None:
     import mlflow
 
     client = runs.client
+    alias = champion_alias(params)
     with tracking.store_lock():
         try:
-            champion = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
+            champion = client.get_model_version_by_alias(MODEL_NAME, alias)
             best = float(champion.tags[SCORE])
         except mlflow.exceptions.MlflowException:
             champion, best = None, None
@@ -74,9 +81,9 @@ def run(params: Params) -> None:
             "model.kind": params.model.kind,
         }
         version = mlflow.register_model(logged.model_uri, MODEL_NAME, tags=tags)
-        client.set_registered_model_alias(MODEL_NAME, ALIAS, version.version)
+        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
     print(
         f"register: {MODEL_NAME} version {version.version} ({SCORE} {score:.4f}"
         + (f", was {best:.4f}" if best is not None else "")
-        + f") is now @{ALIAS}"
+        + f") is now @{alias}"
     )
