@@ -81,7 +81,7 @@ def _compare(args: argparse.Namespace) -> None:
     from pipeline.compare import compare, markdown
     from pipeline.tracking import repository_root
 
-    table = compare(repository_root(), args.param, args.metric)
+    table = compare(repository_root(), args.param, args.metric, args.rev)
     print(json.dumps(table, indent=2, default=str) if args.json else markdown(table), end="")
 
 
@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY",
         help="a metric column (repeatable; default: the three PSNRs)",
+    )
+    compare.add_argument(
+        "--rev",
+        action="append",
+        metavar="COMMIT",
+        help="also the experiments based on this commit (repeatable)",
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
     server = add("server", _server, "team MLflow tracking server on PostgreSQL")

@@ -11,10 +11,11 @@ DEFAULT_METRICS = ("denoiser_on_noisy.psnr", "basic_on_clean.psnr", "noisy_input
 DENOISER = "models/denoise.keras"
 
 
-def experiment_rows(root: Path) -> list[dict[str, Any]]:
+def experiment_rows(root: Path, revs: list[str] | None = None) -> list[dict[str, Any]]:
+    """The workspace and the experiments of HEAD (or of each of `revs`) as DVC shows them."""
     import dvc.api
 
-    return dvc.api.exp_show(repo=str(root))
+    return dvc.api.exp_show(repo=str(root), revs=revs)
 
 
 def changed_params(rows: list[dict[str, Any]], param_keys: list[str]) -> list[str]:
@@ -62,11 +63,11 @@ def markdown(table: list[dict[str, Any]]) -> str:
 
 
 def compare(
-    root: Path, params: list[str] | None, metrics: list[str] | None
+    root: Path, params: list[str] | None, metrics: list[str] | None, revs: list[str] | None = None
 ) -> list[dict[str, Any]]:
     from pipeline.config import load_params
 
-    rows = experiment_rows(root)
+    rows = experiment_rows(root, revs)
     all_params = list(load_params(root / "params.yaml").flat())
     chosen_params = params or changed_params(rows, all_params)
     return comparison(
