@@ -8,7 +8,6 @@ codes; figures, including prior samples and an interpolation for a VAE.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from pipeline import evaluation, paths, tracking
 from pipeline.config import Params
 from pipeline.datasets import NoisySplit, Split, load_noisy, load_prepared
 from pipeline.errors import DataError
-from pipeline.fsutil import write_json_atomic, write_text_atomic
+from pipeline.fsutil import write_csv_atomic, write_json_atomic
 from pipeline.stages.train import BASIC, DENOISE, HISTORY_COLUMNS
 
 MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
@@ -39,14 +38,6 @@ def read_history(path: Path) -> list[tuple[int, float, float]]:
             return [(int(epoch), float(loss), float(val)) for epoch, loss, val in reader]
         except ValueError as exc:
             raise DataError(f"{path}: malformed row ({exc})") from None
-
-
-def csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def output_files() -> list[Path]:
@@ -76,8 +67,8 @@ def run(params: Params) -> None:
         drawn["loss_curves"] = figures.loss_curves(histories)
 
         write_json_atomic(paths.METRICS_FILE, metrics)
-        write_text_atomic(DENOISERS_TABLE, csv_text(table))
-        write_text_atomic(ROBUSTNESS_TABLE, csv_text(curve))
+        write_csv_atomic(DENOISERS_TABLE, table)
+        write_csv_atomic(ROBUSTNESS_TABLE, curve)
         for name, figure in drawn.items():
             figures.save_png(figure, paths.FIGURES_DIR / f"{name}.png")
         run.log_metrics(_numbers(metrics))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from pipeline.checkpoints import CheckpointDir, HistoryRow, code_digest, fingerp
 from pipeline.config import Params, TrainParams
 from pipeline.datasets import load_noisy, load_prepared
 from pipeline.errors import DataError, PipelineError
-from pipeline.fsutil import write_text_atomic
+from pipeline.fsutil import write_csv_atomic
 
 HISTORY_COLUMNS = ("epoch", "loss", "val_loss")
 PACKAGE_DIR = Path(pipeline.__file__).parent
@@ -34,14 +32,6 @@ class TrainingStage:
 BASIC = TrainingStage("train_basic", "basic", noisy_inputs=False)
 DENOISE = TrainingStage("train_denoise", "denoise", noisy_inputs=True)
 STAGES = {stage.model_name: stage for stage in (BASIC, DENOISE)}
-
-
-def history_csv(rows: list[HistoryRow]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
-    writer.writerows((epoch, repr(loss), repr(val_loss)) for epoch, loss, val_loss in rows)
-    return buffer.getvalue()
 
 
 def _training_data(stage: TrainingStage) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -102,7 +92,9 @@ def run(params: Params, stage: TrainingStage) -> None:
         model_path = paths.model_file(stage.model_name)
         history_path = paths.history_file(stage.name)
         model_io.save_model(model, model_path)
-        write_text_atomic(history_path, history_csv(rows))
+        write_csv_atomic(
+            history_path, [dict(zip(HISTORY_COLUMNS, row, strict=True)) for row in rows]
+        )
         run.log_outputs([model_path, history_path])
         run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
         examples = data[2][:5]
