@@ -28,12 +28,10 @@ def worker_index() -> int | None:
     config = os.environ.get("TF_CONFIG")
     if not config:
         return None
-    task = json.loads(config)["task"]
-    return int(task["index"]) + (1 if task["type"] == "worker" and _has_chief(config) else 0)
-
-
-def _has_chief(config: str) -> bool:
-    return "chief" in json.loads(config)["cluster"]
+    parsed = json.loads(config)
+    task = parsed["task"]
+    after_chief = task["type"] == "worker" and "chief" in parsed["cluster"]
+    return int(task["index"]) + (1 if after_chief else 0)
 
 
 def is_chief() -> bool:

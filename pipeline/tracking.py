@@ -69,8 +69,19 @@ def ensure_reachable(uri: str) -> None:
             raise TrackingError(f"MLflow store {uri}: directory {database.parent} does not exist")
 
 
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+
+
+def tagged_md5s(tags: dict[str, str], prefix: str) -> dict[str, str]:
+    """path -> md5 from the `dvc.dep.*` or `dvc.out.*` tags of a run."""
+    return {
+        key.removeprefix(prefix): value for key, value in tags.items() if key.startswith(prefix)
+    }
+
+
 def _experiment_id(client: Any, artifact_dir: Path | None) -> str:
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+    name = experiment_name()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -212,8 +223,7 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     try:
         if git.diff:  # the commit alone does not say which code ran
             mlflow.log_text(git.diff, "lineage/uncommitted.diff")
-        inputs_md5 = {k.removeprefix(TAG_DEP): v for k, v in tags.items() if k.startswith(TAG_DEP)}
-        yield StageRun(mlflow, run.info.run_id, inputs_md5)
+        yield StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -242,9 +252,7 @@ class RunFinder:
 
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(
-            os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
-        )
+        experiment = client.get_experiment_by_name(experiment_name())
         return cls(client, experiment.experiment_id, uri) if experiment else None
 
     def producing(self, path: str, md5: str) -> list[dict[str, str]]:
@@ -263,12 +271,19 @@ class RunFinder:
             run = self.client.get_run(run_id)
         except mlflow.exceptions.MlflowException:
             raise TrackingError(f"no MLflow run {run_id!r} in {self.uri}") from None
-        outputs = {
-            key.removeprefix(TAG_OUT): value
-            for key, value in run.data.tags.items()
-            if key.startswith(TAG_OUT)
-        }
+        outputs = tagged_md5s(run.data.tags, TAG_OUT)
         return {**self.summary(run), "link": self.link(run_id), "outputs": outputs}
+
+    def logged_model(self, run_id: str) -> Any | None:
+        """The model that run `run_id` logged with MLflow's Keras flavour, if any."""
+        import mlflow
+
+        models = mlflow.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            output_format="list",
+        )
+        return models[0] if models else None
 
     @staticmethod
     def summary(run: Any) -> dict[str, str]:

@@ -118,17 +118,13 @@ def _check_logged_model(runs: RunFinder, run_id: str, path: str, md5: str) -> Fi
     import mlflow
 
     subject = f"{path} as MLflow Keras model of run {run_id}"
-    models = mlflow.search_logged_models(
-        experiment_ids=[runs.experiment_id],
-        filter_string=f"source_run_id = '{run_id}'",
-        output_format="list",
-    )
-    if not models:
+    logged = runs.logged_model(run_id)
+    if logged is None:
         return Finding(False, subject, "no logged model")
     with tempfile.TemporaryDirectory() as scratch:
         archive = Path(
             mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{models[0].artifact_location}/data/model.keras",
+                artifact_uri=f"{logged.artifact_location}/data/model.keras",
                 dst_path=scratch,
                 tracking_uri=runs.uri,
             )
@@ -152,9 +148,6 @@ def verify(root: Path) -> list[Finding]:
     if runs is None:
         findings.append(Finding(True, "MLflow", "no store found; MLflow checks skipped"))
         return findings
-    import mlflow
-
-    mlflow.set_tracking_uri(runs.uri)
     for record in records:
         if record.stage in STAGES_LOGGED_TO_MLFLOW:
             findings += check_mlflow(record, runs)

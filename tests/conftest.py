@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,13 @@ def copy_repo(destination: Path, params: dict) -> Path:
     ):
         run(command, destination)
     return destination
+
+
+def free_port() -> int:
+    """A local port nobody listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def runs_of(repo: Path, stage: str) -> list:

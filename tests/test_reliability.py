@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import copy_repo, default_params, merge, pipeline_env, run, runs_of
+from tests.conftest import (
+    copy_repo,
+    default_params,
+    free_port,
+    merge,
+    pipeline_env,
+    run,
+    runs_of,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -100,9 +107,7 @@ def test_sigterm_ends_the_mlflow_run_as_killed_and_leaves_no_half_written_file(r
 
 
 def test_an_unreachable_tracking_server_fails_before_training_naming_the_uri(repo):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     result = run(
         ["aepipe", "train", "basic"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.conftest import (
     TINY_PARAMS,
     copy_repo,
     default_params,
+    free_port,
     lock_out_md5,
     merge,
     pipeline_env,
@@ -74,12 +74,6 @@ def test_two_workers_train_like_one(repo):
     assert runs[-1].data.params["distribute.strategy"] == "multi_worker"
     run(["git", "checkout", "params.yaml"], repo)
     run(["dvc", "checkout"], repo)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

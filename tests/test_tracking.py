@@ -1,4 +1,3 @@
-import socket
 import time
 from pathlib import Path
 
@@ -6,6 +5,7 @@ import pytest
 
 from pipeline import provenance, tracking
 from pipeline.errors import TrackingError
+from tests.conftest import free_port
 
 
 def test_queue_copies_resolve_to_the_main_repository(tmp_path):
@@ -25,10 +25,7 @@ def test_tracking_uri_env_overrides_the_embedded_store(monkeypatch):
 
 
 def test_an_unreachable_server_fails_fast_and_names_the_uri():
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(TrackingError, match=f"MLflow tracking server {uri} is unreachable"):
         tracking.ensure_reachable(uri)

@@ -67,11 +67,9 @@ def run(params: Params) -> None:
             )
             return
         train_run = producing[0]
-        [logged] = mlflow.search_logged_models(
-            experiment_ids=[runs.experiment_id],
-            output_format="list",
-            filter_string=f"source_run_id = '{train_run['run_id']}'",
-        )
+        logged = runs.logged_model(train_run["run_id"])
+        if logged is None:
+            raise TrackingError(f"MLflow run {train_run['run_id']} logged no model to register")
         tags = {
             SCORE: str(score),
             "denoiser_on_noisy.ssim": str(metrics["denoiser_on_noisy"].get("ssim", "")),

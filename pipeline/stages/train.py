@@ -48,11 +48,15 @@ def _training_data(stage: TrainingStage) -> tuple[np.ndarray, np.ndarray, np.nda
     return noisy.x_train, split.x_train, noisy.x_test, split.x_test
 
 
+def _continues_basic(stage: TrainingStage, params: Params) -> bool:
+    return stage is DENOISE and params.train_denoise.init_from == "basic"
+
+
 def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
     inputs = [paths.PREPARED_DIR]
     if stage.noisy_inputs:
         inputs.append(paths.NOISY_DIR)
-    if stage is DENOISE and params.train_denoise.init_from == "basic":
+    if _continues_basic(stage, params):
         inputs.append(paths.model_file(BASIC.model_name))
     return inputs
 
@@ -60,7 +64,7 @@ def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
 def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
     from pipeline import model_io, models
 
-    if stage is DENOISE and params.train_denoise.init_from == "basic":
+    if _continues_basic(stage, params):
         # The tutorial keeps training the same model, optimiser state included.
         model = model_io.load_model(paths.model_file(BASIC.model_name), compile=True)
         model.optimizer.learning_rate.assign(settings.learning_rate)
