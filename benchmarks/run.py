@@ -147,6 +147,7 @@ STAGE_COMMANDS = {
     "fetch": ["aepipe", "fetch"],
     "prepare": ["aepipe", "prepare"],
     "noise": ["aepipe", "noise"],
+    "baselines": ["aepipe", "baselines"],
     "train_basic": ["aepipe", "train", "basic"],
     "train_denoise": ["aepipe", "train", "denoise"],
     "evaluate": ["aepipe", "evaluate"],

@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
     add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
     add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")
+    add("baselines", _stage("baselines"), "stage baselines: classical denoisers, pixel probes")
     train = add("train", _train, "stages train_basic / train_denoise")
     train.add_argument("model", choices=("basic", "denoise"))
     add("evaluate", _stage("evaluate"), "stage evaluate: metrics and figures")

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from pipeline.baselines import FILTERS, Baseline, pca_baseline, tune
 from pipeline.metrics import mean_psnr, mean_ssim, reconstruction_metrics
-from pipeline.probe import pca_features, probe_accuracy
+from pipeline.probe import probe_accuracy
 from pipeline.stages.noise import add_gaussian_noise
 
 Denoiser = Callable[[np.ndarray], np.ndarray]
+NOISY_INPUT = "noisy_input"
 
 
 def reconstruction_groups(
-    clean: np.ndarray, noisy: np.ndarray, reconstructed: np.ndarray, denoised: np.ndarray
+    clean: np.ndarray, reconstructed: np.ndarray, denoised: np.ndarray
 ) -> dict[str, dict[str, float]]:
     """Every score compares with the clean test images."""
     return {
         "basic_on_clean": reconstruction_metrics(clean, reconstructed),
         "denoiser_on_noisy": reconstruction_metrics(clean, denoised),
-        "noisy_input": reconstruction_metrics(clean, noisy),
     }
 
 
@@ -29,52 +29,62 @@ def all_baselines(clean_train: np.ndarray, components: int) -> list[Baseline]:
     return [*FILTERS, pca_baseline(clean_train, components)]
 
 
-def compare_denoisers(
+def table_row(method: str, psnr: float, ssim: float, parameter: str = "", value="") -> dict:
+    """One row of the denoisers table (`parameter` and `value`: what tuning chose)."""
+    return {"method": method, "parameter": parameter, "value": value, "psnr": psnr, "ssim": ssim}
+
+
+def best_first(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda row: -row["psnr"])
+
+
+def compare_baselines(
     baselines: Sequence[Baseline],
     clean: np.ndarray,
     noisy: np.ndarray,
     tuning_clean: np.ndarray,
     tuning_noisy: np.ndarray,
-    autoencoder_name: str,
-    denoised: np.ndarray,
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """One row per method (PSNR, SSIM on the test set; parameter tuned on held-out images),
-    best first, and each method's outputs."""
-    outputs = {autoencoder_name: denoised}
-    rows = [{"method": autoencoder_name, "parameter": "", "value": ""}]
+    """One row per baseline (PSNR, SSIM on the test set; parameter tuned on held-out images),
+    and each baseline's outputs."""
+    rows, outputs = [], {}
     for baseline in baselines:
         value = tune(baseline, tuning_noisy, tuning_clean)
-        outputs[baseline.name] = baseline(noisy, value)
-        rows.append({"method": baseline.name, "parameter": baseline.parameter, "value": value})
-    outputs["noisy_input"] = noisy
-    rows.append({"method": "noisy_input", "parameter": "", "value": ""})
-    for row in rows:
-        row["psnr"] = mean_psnr(clean, outputs[row["method"]])
-        row["ssim"] = mean_ssim(clean, outputs[row["method"]])
-    rows.sort(key=lambda row: -row["psnr"])
+        output = outputs[baseline.name] = baseline(noisy, value)
+        psnr, ssim = mean_psnr(clean, output), mean_ssim(clean, output)
+        rows.append(table_row(baseline.name, psnr, ssim, baseline.parameter, value))
     return rows, outputs
 
 
-def robustness_curve(
-    denoiser: Denoiser,
+def robustness_noise(
+    clean: np.ndarray, tuning_clean: np.ndarray, factors: Sequence[float], seed: int
+) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
+    """(factor, noisy test images, noisy tuning images) for each point of the robustness curve;
+    the same arrays in every stage that asks."""
+    for index, factor in enumerate(factors):
+        rng = np.random.default_rng([seed, index])
+        yield (
+            factor,
+            add_gaussian_noise(clean, factor, rng),
+            add_gaussian_noise(tuning_clean, factor, rng),
+        )
+
+
+def baseline_robustness(
     baseline: Baseline,
     clean: np.ndarray,
     tuning_clean: np.ndarray,
     factors: Sequence[float],
     seed: int,
 ) -> list[dict]:
-    """PSNR against noise factor for the denoiser, a baseline (`baseline_psnr`, re-tuned at each
-    factor on the held-out images) and the noisy input."""
+    """PSNR against noise factor of a baseline (re-tuned at each factor on the held-out images)
+    and of the noisy input."""
     rows = []
-    for index, factor in enumerate(factors):
-        rng = np.random.default_rng([seed, index])
-        noisy = add_gaussian_noise(clean, factor, rng)
-        tuning_noisy = add_gaussian_noise(tuning_clean, factor, rng)
+    for factor, noisy, tuning_noisy in robustness_noise(clean, tuning_clean, factors, seed):
         value = tune(baseline, tuning_noisy, tuning_clean)
         rows.append(
             {
                 "noise_factor": factor,
-                "denoiser_psnr": mean_psnr(clean, denoiser(noisy)),
                 "baseline_psnr": mean_psnr(clean, baseline(noisy, value)),
                 "noisy_psnr": mean_psnr(clean, noisy),
             }
@@ -82,19 +92,27 @@ def robustness_curve(
     return rows
 
 
-def representation_probe(
-    codes: dict[str, tuple[np.ndarray, np.ndarray]],
-    train: np.ndarray,
+def denoiser_robustness(
+    denoiser: Denoiser,
+    clean: np.ndarray,
+    tuning_clean: np.ndarray,
+    factors: Sequence[float],
+    seed: int,
+) -> list[float]:
+    """The denoiser's PSNR at each noise factor, on the images `baseline_robustness` scores."""
+    return [
+        mean_psnr(clean, denoiser(noisy))
+        for _, noisy, _ in robustness_noise(clean, tuning_clean, factors, seed)
+    ]
+
+
+def probe_accuracies(
+    features: dict[str, tuple[np.ndarray, np.ndarray]],
     train_labels: np.ndarray,
-    test: np.ndarray,
     test_labels: np.ndarray,
-    components: int,
 ) -> dict[str, float]:
-    """Logistic-regression accuracy on each model's codes, on PCA features of the same size and
-    on raw pixels: can the code replace the pixels?"""
-    features = dict(codes)
-    features[f"pca_{components}"] = pca_features(train, test, components)
-    features["raw_pixels"] = (train, test)
+    """Logistic-regression accuracy on each (train, test) feature pair: model codes, PCA
+    features of the same size, raw pixels. Can the code replace the pixels?"""
     return {
         name: probe_accuracy(train_x, train_labels, test_x, test_labels)
         for name, (train_x, test_x) in features.items()

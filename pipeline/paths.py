@@ -8,6 +8,7 @@ from pathlib import Path
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 NOISY_DIR = Path("data/noisy")
+BASELINES_DIR = Path("data/baselines")
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
 FIGURES_DIR = REPORTS_DIR / "figures"

@@ -4,7 +4,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.config import load_params
-from pipeline.stages import evaluate
+from pipeline.stages import baselines, evaluate
 from tests.conftest import REPO_ROOT
 
 DVC = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
@@ -18,6 +18,8 @@ def test_stage_outputs_are_the_paths_the_code_writes():
     assert entries("fetch", "outs") == {str(paths.RAW_DIR)}
     assert entries("prepare", "outs") == {str(paths.PREPARED_DIR)}
     assert entries("noise", "outs") == {str(paths.NOISY_DIR)}
+    assert entries("baselines", "outs") == {str(paths.BASELINES_DIR)}
+    assert baselines.RESULTS_FILE.parent == baselines.EXAMPLES_DIR.parent == paths.BASELINES_DIR
     assert entries("train_basic", "outs") == {
         str(paths.model_file("basic")),
         str(paths.history_file("train_basic")),
@@ -37,6 +39,8 @@ def test_every_params_dep_is_a_schema_key_and_stages_read_only_their_own():
         assert set(body.get("params", [])) <= keys, stage
     assert not any(k.startswith("train_denoise.") for k in entries("train_basic", "params"))
     assert not any(k.startswith("train_") for k in entries("evaluate", "params"))
+    assert not any(k.startswith(("train_", "model.kind")) for k in entries("baselines", "params"))
+    assert "models/basic.keras" not in entries("baselines", "deps")
 
 
 def test_every_code_dep_exists():

@@ -18,6 +18,7 @@ STAGES = (
     "fetch",
     "prepare",
     "noise",
+    "baselines",
     "train_basic",
     "train_denoise",
     "evaluate",

@@ -72,34 +72,57 @@ def test_tune_picks_the_grid_value_with_the_best_psnr():
     assert baselines.tune(cheat, noisy, clean) == 0.9
 
 
-def test_compare_denoisers_scores_every_method_and_sorts_best_first():
+def test_compare_baselines_scores_each_baseline_as_tuned():
     clean = strokes(30)
     noisy = add_gaussian_noise(clean, 0.4, np.random.default_rng(0))
     methods = [baselines.FILTERS[1], baselines.pca_baseline(clean, 8)]
-    rows, outputs = evaluation.compare_denoisers(
-        methods, clean[:20], noisy[:20], clean[20:], noisy[20:], "perfect_autoencoder", clean[:20]
+    rows, outputs = evaluation.compare_baselines(
+        methods, clean[:20], noisy[:20], clean[20:], noisy[20:]
     )
-    assert rows[0]["method"] == "perfect_autoencoder"
-    assert {row["method"] for row in rows} == {
-        "perfect_autoencoder",
-        "median",
-        "pca",
-        "noisy_input",
-    }
-    assert [row["psnr"] for row in rows] == sorted((row["psnr"] for row in rows), reverse=True)
-    assert rows[0]["ssim"] == pytest.approx(1.0)
+    assert [row["method"] for row in rows] == ["median", "pca"]
+    for row, method in zip(rows, methods, strict=True):
+        assert row["value"] in method.grid and row["parameter"] == method.parameter
+        assert row["psnr"] == pytest.approx(mean_psnr(clean[:20], outputs[row["method"]]))
+        assert row["psnr"] > mean_psnr(clean[:20], noisy[:20])
     assert outputs["median"].shape == (20, 784)
+    perfect = evaluation.table_row("perfect_autoencoder", 99.0, 1.0)
+    ranked = evaluation.best_first([*rows, perfect])
+    assert ranked[0] is perfect
+    assert [row["psnr"] for row in ranked] == sorted((row["psnr"] for row in ranked), reverse=True)
 
 
-def test_robustness_curve_of_a_do_nothing_denoiser_follows_the_noisy_input():
+def test_both_halves_of_the_robustness_curve_score_the_same_noisy_images():
     clean = strokes(20)
-    rows = evaluation.robustness_curve(
-        lambda x: x, baselines.FILTERS[0], clean[:10], clean[10:], [0.1, 0.4, 0.8], seed=3
+    factors = [0.1, 0.4, 0.8]
+    rows = evaluation.baseline_robustness(
+        baselines.FILTERS[0], clean[:10], clean[10:], factors, seed=3
     )
-    assert [row["noise_factor"] for row in rows] == [0.1, 0.4, 0.8]
-    assert all(row["denoiser_psnr"] == row["noisy_psnr"] for row in rows)
-    psnrs = [row["noisy_psnr"] for row in rows]
-    assert psnrs == sorted(psnrs, reverse=True)
+    do_nothing = evaluation.denoiser_robustness(lambda x: x, clean[:10], clean[10:], factors, 3)
+    assert [row["noise_factor"] for row in rows] == factors
+    assert do_nothing == [row["noisy_psnr"] for row in rows]
+    assert do_nothing == sorted(do_nothing, reverse=True)
+
+
+def test_in_parallel_splits_the_stack_and_keeps_the_order(monkeypatch):
+    monkeypatch.setattr(baselines, "PARALLEL_MIN_IMAGES", 2)
+    monkeypatch.setattr(baselines.os, "cpu_count", lambda: 2)
+    images = np.arange(10.0).reshape(10, 1)
+
+    def add_part_size(part, offset):  # reveals how the stack was cut
+        return part + offset * len(part)
+
+    np.testing.assert_array_equal(baselines.in_parallel(add_part_size)(images, 1.0), images + 5)
+    monkeypatch.setattr(baselines.os, "cpu_count", lambda: 1)
+    np.testing.assert_array_equal(baselines.in_parallel(add_part_size)(images, 1.0), images + 10)
+
+
+def test_parallel_filters_give_the_serial_result(monkeypatch):
+    noisy = add_gaussian_noise(strokes(6), 0.4, np.random.default_rng(1))
+    serial = baselines.non_local_means(noisy, 0.2)
+    monkeypatch.setattr(baselines, "PARALLEL_MIN_IMAGES", 2)
+    np.testing.assert_array_equal(
+        baselines.in_parallel(baselines.non_local_means)(noisy, 0.2), serial
+    )
 
 
 def test_probe_separates_informative_codes_from_noise():
@@ -111,21 +134,18 @@ def test_probe_separates_informative_codes_from_noise():
     assert probe_accuracy(useless[:200], labels[:200], useless[200:], labels[200:]) < 0.6
 
 
-def test_representation_probe_adds_pca_and_raw_pixels():
+def test_probe_accuracies_scores_each_feature_set():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 120)
     pixels = rng.random((120, 784)) + labels[:, None] * 0.5
-    codes = pixels[:, :4]
-    result = evaluation.representation_probe(
-        {"codes": (codes[:80], codes[80:])},
-        pixels[:80],
+    noise = rng.random((120, 4))
+    result = evaluation.probe_accuracies(
+        {"pixels": (pixels[:80], pixels[80:]), "noise": (noise[:80], noise[80:])},
         labels[:80],
-        pixels[80:],
         labels[80:],
-        components=4,
     )
-    assert set(result) == {"codes", "pca_4", "raw_pixels"}
-    assert result["raw_pixels"] > 0.9
+    assert list(result) == ["pixels", "noise"]
+    assert result["pixels"] > 0.9 > result["noise"]
 
 
 def test_code_map_is_two_dimensional_and_seeded():

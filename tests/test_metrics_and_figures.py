@@ -2,9 +2,15 @@ import math
 
 import numpy as np
 import pytest
+from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline import figures
-from pipeline.metrics import binary_cross_entropy, mean_psnr, mean_squared_error
+from pipeline.metrics import (
+    binary_cross_entropy,
+    mean_psnr,
+    mean_squared_error,
+    psnr_per_image,
+)
 
 
 def test_bce_by_hand():
@@ -26,6 +32,33 @@ def test_mse_and_psnr_by_hand():
     # image 1: mse 0.01 -> 20 dB; image 2: mse 0.0625 -> 12.0412 dB
     assert mean_squared_error(target, predicted) == pytest.approx((0.01 + 0.0625) / 2)
     assert mean_psnr(target, predicted) == pytest.approx((20.0 + 10 * math.log10(16)) / 2)
+
+
+def _image_pairs() -> tuple[np.ndarray, np.ndarray]:
+    """Clean images and degraded copies: noise of several strengths, exact copy, inverse."""
+    rng = np.random.default_rng(3)
+    clean = np.clip(rng.random((6, 784)) ** 3, 0, 1)
+    clean[3] = 0.25  # constant image
+    predicted = np.clip(
+        clean + rng.normal(0, [[0.05], [0.2], [0.4], [0.1], [0.0], [0.3]], (6, 784)), 0, 1
+    )
+    predicted[4] = 1 - clean[4]
+    return clean.astype(np.float32), predicted.astype(np.float32)
+
+
+def test_stacked_psnr_equals_skimage_per_image():
+    clean, predicted = _image_pairs()
+    as_image = lambda flat: flat.reshape(28, 28).astype(np.float64)  # noqa: E731
+    expected_psnr = [
+        peak_signal_noise_ratio(as_image(t), as_image(p), data_range=1.0)
+        for t, p in zip(clean, predicted, strict=True)
+    ]
+    np.testing.assert_allclose(psnr_per_image(clean, predicted), expected_psnr, rtol=1e-12)
+
+
+def test_psnr_of_identical_images_is_infinite():
+    clean, _ = _image_pairs()
+    assert np.isinf(psnr_per_image(clean, clean)).all()
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """Stage `evaluate`: which denoiser to trust, and can the code replace the pixels.
 
-On the test set: reconstruction metrics of both models; the autoencoder against classical
-denoisers (tuned on held-out training images); PSNR against noise strength; a linear probe on the
-codes; figures, including prior samples and an interpolation for a VAE.
+On the test set: reconstruction metrics of both models; the autoencoder ranked among the classical
+denoisers that stage `baselines` scored; PSNR against noise strength; a linear probe on the codes
+next to the baselines' probes; figures, including prior samples and an interpolation for a VAE.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pipeline.config import Params
 from pipeline.datasets import NoisySplit, Split, load_noisy, load_prepared
 from pipeline.errors import DataError
 from pipeline.fsutil import write_csv_atomic, write_json_atomic
+from pipeline.stages import baselines as baselines_stage
+from pipeline.stages.baselines import BaselineResults
 from pipeline.stages.train import BASIC, DENOISE, HISTORY_COLUMNS
 
 MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
@@ -24,6 +26,7 @@ PRIOR_SAMPLES = 64
 INTERPOLATION_STEPS = 10
 DENOISERS_TABLE = paths.REPORTS_DIR / "denoisers.csv"
 ROBUSTNESS_TABLE = paths.REPORTS_DIR / "robustness.csv"
+AUTOENCODER = "autoencoder"
 
 
 def read_history(path: Path) -> list[tuple[int, float, float]]:
@@ -47,6 +50,7 @@ def output_files() -> list[Path]:
 def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
     noisy = load_noisy(paths.NOISY_DIR)
+    reference = baselines_stage.load()
     histories = {
         stage.name: read_history(paths.history_file(stage.name)) for stage in (BASIC, DENOISE)
     }
@@ -54,6 +58,7 @@ def run(params: Params) -> None:
     inputs = [
         paths.PREPARED_DIR,
         paths.NOISY_DIR,
+        paths.BASELINES_DIR,
         *model_files,
         *(paths.history_file(stage) for stage in histories),
     ]
@@ -63,7 +68,7 @@ def run(params: Params) -> None:
         from pipeline import figures, model_io  # TensorFlow loads here
 
         basic, denoiser = (model_io.load_model(path, compile=False) for path in model_files)
-        metrics, table, curve, drawn = _evaluate(params, split, noisy, basic, denoiser)
+        metrics, table, curve, drawn = _evaluate(params, split, noisy, reference, basic, denoiser)
         drawn["loss_curves"] = figures.loss_curves(histories)
 
         write_json_atomic(paths.METRICS_FILE, metrics)
@@ -83,56 +88,60 @@ def run(params: Params) -> None:
     )
 
 
-def _evaluate(params: Params, split: Split, noisy: NoisySplit, basic, denoiser):
+def _evaluate(
+    params: Params,
+    split: Split,
+    noisy: NoisySplit,
+    reference: BaselineResults,
+    basic,
+    denoiser,
+):
     from pipeline import figures, models
 
     kind, dim, n = models.kind_of(basic), params.model.encoding_dim, params.evaluate.n_examples
     x_test = split.x_test
     reconstructed = models.predict(basic, x_test)
     denoised = models.predict(denoiser, noisy.x_test)
-    metrics = evaluation.reconstruction_groups(x_test, noisy.x_test, reconstructed, denoised)
+    metrics = evaluation.reconstruction_groups(x_test, reconstructed, denoised)
+    metrics["noisy_input"] = reference.noisy_input
 
-    baselines = {b.name: b for b in evaluation.all_baselines(split.x_train, dim)}
-    table, outputs = evaluation.compare_denoisers(
-        list(baselines.values()),
-        x_test,
-        noisy.x_test,
-        split.x_tuning,
-        noisy.x_tuning,
-        "autoencoder",
-        denoised,
+    ours = metrics["denoiser_on_noisy"]
+    table = evaluation.best_first(
+        [evaluation.table_row(AUTOENCODER, ours["psnr"], ours["ssim"]), *reference.table]
     )
-    best = baselines[next(row["method"] for row in table if row["method"] in baselines)]
     metrics["denoisers"] = {
         row["method"]: {"psnr": row["psnr"], "ssim": row["ssim"]} for row in table
     }
-    metrics["best_baseline"] = best.name
+    metrics["best_baseline"] = reference.best
     metrics["model_kind"] = kind
 
-    curve = evaluation.robustness_curve(
+    size = params.evaluate.robustness_size
+    denoiser_psnr = evaluation.denoiser_robustness(
         lambda images: models.predict(denoiser, images),
-        best,
-        x_test[: params.evaluate.robustness_size],
+        x_test[:size],
         split.x_tuning,
         params.evaluate.robustness_factors,
         params.noise.seed,
     )
+    curve = [
+        {"noise_factor": row["noise_factor"], "denoiser_psnr": psnr, **row}
+        for psnr, row in zip(denoiser_psnr, reference.robustness, strict=True)
+    ]
 
     def codes(model):
         encoder = models.encoder_of(model)
         return models.predict(encoder, split.x_train), models.predict(encoder, x_test)
 
     basic_codes = codes(basic)
-    metrics["probe_accuracy"] = evaluation.representation_probe(
+    code_accuracy = evaluation.probe_accuracies(
         {"basic_codes": basic_codes, "denoiser_codes": codes(denoiser)},
-        split.x_train,
         split.y_train,
-        x_test,
         split.y_test,
-        dim,
     )
+    metrics["probe_accuracy"] = {**code_accuracy, **reference.probe_accuracy}
 
-    shown = [row["method"] for row in table if row["method"] != "noisy_input"]
+    outputs = {AUTOENCODER: denoised, **reference.examples}
+    shown = [row["method"] for row in table if row["method"] != evaluation.NOISY_INPUT]
     drawn = {
         "codes": figures.code_grid(basic_codes[1][:n]),
         "reconstructions": figures.image_rows(
@@ -143,12 +152,12 @@ def _evaluate(params: Params, split: Split, noisy: NoisySplit, basic, denoiser):
         "denoiser_comparison": figures.image_rows(
             {
                 "noisy": noisy.x_test[:n],
-                **{m: outputs[m][:n] for m in shown},
+                **{method: outputs[method][:n] for method in shown},
                 "original": x_test[:n],
             }
         ),
         "denoiser_scores": figures.denoiser_scores(table),
-        "robustness": figures.robustness(curve, best.name),
+        "robustness": figures.robustness(curve, reference.best),
         "code_map": figures.code_map(
             evaluation.embed_2d(basic_codes[1][:MAP_POINTS], params.seed),
             split.y_test[:MAP_POINTS],
