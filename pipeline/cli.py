@@ -86,11 +86,11 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _server(args: argparse.Namespace) -> None:
-    from pipeline import server
+    from pipeline import paths, server
     from pipeline.tracking import repository_root
 
     config = server.ServerConfig(
-        state_dir=args.dir or repository_root() / ".aepipe" / "server",
+        state_dir=args.dir or repository_root() / paths.STATE_DIR / "server",
         port=args.port,
         db_port=args.db_port,
         db_password=os.environ.get("AEPIPE_DB_PASSWORD", "mlflow"),

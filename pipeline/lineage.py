@@ -8,7 +8,6 @@ inputs and params; every MLflow run is tagged with the same md5s (`dvc.dep.*`, `
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import dvc_md5
 
 WORKSPACE = "workspace"
-FETCH_RECORD = paths.STATE_DIR / "fetch.json"  # which source served data/raw here
 
 
 @dataclass(frozen=True)
@@ -68,11 +66,6 @@ class Step:
         }
 
 
-def _git(root: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    return result.stdout if result.returncode == 0 else ""
-
-
 def parse_lock(text: str, revision: str) -> list[StageRecord]:
     lock = yaml.safe_load(text) or {}
     records = []
@@ -102,11 +95,15 @@ class LockHistory:
         workspace_lock = root / "dvc.lock"
         if workspace_lock.is_file():
             self.records += parse_lock(workspace_lock.read_text(), WORKSPACE)
-        for commit in _git(root, "log", "--all", "--format=%H", "--", "dvc.lock").split():
-            self.records += parse_lock(_git(root, "show", f"{commit}:dvc.lock"), commit)
+        for commit in provenance.git(
+            "log", "--all", "--format=%H", "--", "dvc.lock", cwd=root, check=False
+        ).split():
+            self.records += parse_lock(
+                provenance.git("show", f"{commit}:dvc.lock", cwd=root, check=False), commit
+            )
         self.experiments = {}  # commit -> DVC experiment name
-        for line in _git(
-            root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"
+        for line in provenance.git(
+            "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", cwd=root, check=False
         ).splitlines():
             commit, ref = line.split(" ", 1)
             parts = ref.split("/")
@@ -155,7 +152,7 @@ class Tracer:
 def _fetch_note(root: Path, md5: str) -> str:
     note = "MNIST: fetch checked every array against the published sha256"
     try:
-        served = json.loads((root / FETCH_RECORD).read_text())
+        served = json.loads((root / paths.FETCH_RECORD).read_text())
     except (OSError, ValueError):
         return note
     if served.get("raw_md5") == md5:
@@ -175,7 +172,9 @@ def _unrecorded_note(path: str, history: LockHistory, have_runs: bool) -> str:
 
 def code_state(root: Path) -> dict[str, Any]:
     git = provenance.git_state(root)
-    lock_changed = bool(_git(root, "status", "--porcelain", "--", "dvc.lock").strip())
+    lock_changed = bool(
+        provenance.git("status", "--porcelain", "--", "dvc.lock", cwd=root, check=False).strip()
+    )
     return {"commit": git.commit, "code_dirty": git.dirty, "dvc_lock_uncommitted": lock_changed}
 
 

@@ -15,6 +15,7 @@ FIGURES_DIR = REPORTS_DIR / "figures"
 METRICS_FILE = REPORTS_DIR / "metrics.json"
 # Local state that must survive DVC deleting a stage's outputs (resume checkpoints, run ids).
 STATE_DIR = Path(".aepipe")
+FETCH_RECORD = STATE_DIR / "fetch.json"  # which source served data/raw here
 
 
 def model_file(model_name: str) -> Path:

@@ -30,16 +30,17 @@ class GitState:
 OUTPUT_PATHSPEC = (":(exclude)dvc.lock", ":(exclude)reports")
 
 
-def _git(*args: str, cwd: Path) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
-    return result.stdout
+def git(*args: str, cwd: Path, check: bool = True) -> str:
+    """The output of `git <args>` in `cwd`; with `check=False`, "" where git fails."""
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    return result.stdout if result.returncode == 0 else ""
 
 
 def git_state(cwd: Path | None = None) -> GitState:
     cwd = cwd or Path.cwd()
     try:
-        commit = _git("rev-parse", "HEAD", cwd=cwd).strip()
-        diff = _git("diff", "HEAD", "--no-color", "--", ".", *OUTPUT_PATHSPEC, cwd=cwd)
+        commit = git("rev-parse", "HEAD", cwd=cwd).strip()
+        diff = git("diff", "HEAD", "--no-color", "--", ".", *OUTPUT_PATHSPEC, cwd=cwd)
     except (OSError, subprocess.CalledProcessError):
         return GitState("unknown", True, "")
     return GitState(commit, bool(diff), diff)

@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pipeline import provenance
+from pipeline import paths, provenance
 from pipeline.errors import TrackingError
 from pipeline.fsutil import dvc_md5
 
@@ -192,7 +192,7 @@ def store_lock() -> contextlib.AbstractContextManager:
     _, artifact_dir = configured_uri()
     if artifact_dir is None:
         return contextlib.nullcontext()  # a server: its database handles concurrency
-    lock_dir = artifact_dir.parent / ".aepipe"
+    lock_dir = artifact_dir.parent / paths.STATE_DIR
     lock_dir.mkdir(exist_ok=True)
     return FileLock(lock_dir / "mlflow.lock")
 

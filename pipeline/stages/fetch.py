@@ -202,6 +202,6 @@ def run(params: Params) -> None:
     save_arrays(paths.RAW_DIR, {name: arrays[name] for name in RAW_SPECS})
     # Not a DVC output: data/raw must not depend on which source served it.
     write_json_atomic(
-        paths.STATE_DIR / "fetch.json", {"served_by": served_by, "raw_md5": dvc_md5(paths.RAW_DIR)}
+        paths.FETCH_RECORD, {"served_by": served_by, "raw_md5": dvc_md5(paths.RAW_DIR)}
     )
     print(f"fetch: MNIST from {served_by} -> {paths.RAW_DIR}/ (sha256 verified)")
