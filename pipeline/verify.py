@@ -8,8 +8,10 @@ output logged to MLflow, the newest run that claims it stored exactly those byte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +36,23 @@ class Finding:
         return f"{'ok     ' if self.ok else 'PROBLEM'}  {self.subject}: {self.message}"
 
 
-def _md5_or_none(path: Path) -> str | None:
-    return dvc_md5(path) if path.exists() else None
+Md5Of = Callable[[str], str | None]  # a path in the repository -> its md5, None if missing
 
 
-def check_outputs(record: StageRecord, root: Path) -> list[Finding]:
+def md5s_under(root: Path) -> Md5Of:
+    """Md5 of each path once per check: stages share inputs (data/prepared feeds five)."""
+
+    @functools.cache
+    def md5_of(path: str) -> str | None:
+        return dvc_md5(root / path) if (root / path).exists() else None
+
+    return md5_of
+
+
+def check_outputs(record: StageRecord, md5_of: Md5Of) -> list[Finding]:
     findings = []
     for path, recorded in record.outs.items():
-        actual = _md5_or_none(root / path)
+        actual = md5_of(path)
         if actual is None:
             findings.append(Finding(False, path, f"missing (dvc.lock records {recorded})"))
         elif actual != recorded:
@@ -58,12 +69,12 @@ def check_outputs(record: StageRecord, root: Path) -> list[Finding]:
     return findings
 
 
-def check_inputs(record: StageRecord, root: Path, params: dict) -> list[Finding]:
+def check_inputs(record: StageRecord, md5_of: Md5Of, params: dict) -> list[Finding]:
     """Inputs or params that changed since the stage ran make its outputs stale."""
     changed = [
-        f"{path} (md5 {_md5_or_none(root / path)}, ran on {md5})"
+        f"{path} (md5 {md5_of(path)}, ran on {md5})"
         for path, md5 in record.deps.items()
-        if _md5_or_none(root / path) != md5
+        if md5_of(path) != md5
     ]
     changed += [
         f"param {key} = {params.get(key)!r} (ran with {value!r})"
@@ -81,9 +92,25 @@ def check_inputs(record: StageRecord, root: Path, params: dict) -> list[Finding]
     return [Finding(True, f"stage {record.stage}", "inputs and params as when it ran")]
 
 
-def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
+def _downloaded_md5(runs: RunFinder, digest: Callable[[Path], str], **artifact: str) -> str:
+    """`digest` of an MLflow artifact (`run_id` + `artifact_path`, or `artifact_uri`)."""
     import mlflow
 
+    with tempfile.TemporaryDirectory() as scratch:
+        return digest(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    **artifact, dst_path=scratch, tracking_uri=runs.uri
+                )
+            )
+        )
+
+
+def _canonical_keras_md5(archive: Path) -> str:
+    return hashlib.md5(canonical_keras_bytes(archive.read_bytes())).hexdigest()
+
+
+def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
     findings = []
     for path, md5 in record.outs.items():
         claims = runs.producing(path, md5)
@@ -91,16 +118,7 @@ def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
             findings.append(Finding(False, path, f"no MLflow run records md5 {md5}"))
             continue
         run_id = claims[0]["run_id"]
-        with tempfile.TemporaryDirectory() as scratch:
-            copy = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id,
-                    artifact_path=f"dvc_outputs/{path}",
-                    dst_path=scratch,
-                    tracking_uri=runs.uri,
-                )
-            )
-            stored = dvc_md5(copy)
+        stored = _downloaded_md5(runs, dvc_md5, run_id=run_id, artifact_path=f"dvc_outputs/{path}")
         findings.append(
             Finding(
                 stored == md5,
@@ -115,24 +133,16 @@ def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
 
 
 def _check_logged_model(runs: RunFinder, run_id: str, path: str, md5: str) -> Finding:
-    import mlflow
-
     subject = f"{path} as MLflow Keras model of run {run_id}"
     logged = runs.logged_model(run_id)
     if logged is None:
         return Finding(False, subject, "no logged model")
-    with tempfile.TemporaryDirectory() as scratch:
-        archive = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{logged.artifact_location}/data/model.keras",
-                dst_path=scratch,
-                tracking_uri=runs.uri,
-            )
-        )
-        logged = hashlib.md5(canonical_keras_bytes(archive.read_bytes())).hexdigest()
-    if logged == md5:
+    stored = _downloaded_md5(
+        runs, _canonical_keras_md5, artifact_uri=f"{logged.artifact_location}/data/model.keras"
+    )
+    if stored == md5:
         return Finding(True, subject, "same weights and config, byte for byte")
-    return Finding(False, subject, f"md5 {logged} (canonical) differs from {md5} in dvc.lock")
+    return Finding(False, subject, f"md5 {stored} (canonical) differs from {md5} in dvc.lock")
 
 
 def verify(root: Path) -> list[Finding]:
@@ -140,10 +150,10 @@ def verify(root: Path) -> list[Finding]:
     if not records:
         return [Finding(False, "dvc.lock", "missing or empty: run `dvc repro` first")]
     params = flatten(yaml.safe_load((root / "params.yaml").read_text()) or {})
-    findings = []
+    findings, md5_of = [], md5s_under(root)
     for record in records:
-        findings += check_outputs(record, root)
-        findings += check_inputs(record, root, params)
+        findings += check_outputs(record, md5_of)
+        findings += check_inputs(record, md5_of, params)
     runs = RunFinder.open_existing()
     if runs is None:
         findings.append(Finding(True, "MLflow", "no store found; MLflow checks skipped"))
