@@ -57,17 +57,19 @@ def compare_baselines(
 
 
 def robustness_noise(
-    clean: np.ndarray, tuning_clean: np.ndarray, factors: Sequence[float], seed: int
-) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:
-    """(factor, noisy test images, noisy tuning images) for each point of the robustness curve;
-    the same arrays in every stage that asks."""
+    clean: np.ndarray,
+    factors: Sequence[float],
+    seed: int,
+    tuning_clean: np.ndarray | None = None,
+) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+    """(factor, noisy test images, noisy tuning images if asked) for each point of the
+    robustness curve. The test images are drawn first, so they are the same arrays in every
+    stage that asks, with or without tuning images."""
     for index, factor in enumerate(factors):
         rng = np.random.default_rng([seed, index])
-        yield (
-            factor,
-            add_gaussian_noise(clean, factor, rng),
-            add_gaussian_noise(tuning_clean, factor, rng),
-        )
+        noisy = add_gaussian_noise(clean, factor, rng)
+        tuning = None if tuning_clean is None else add_gaussian_noise(tuning_clean, factor, rng)
+        yield factor, noisy, tuning
 
 
 def baseline_robustness(
@@ -80,7 +82,7 @@ def baseline_robustness(
     """PSNR against noise factor of a baseline (re-tuned at each factor on the held-out images)
     and of the noisy input."""
     rows = []
-    for factor, noisy, tuning_noisy in robustness_noise(clean, tuning_clean, factors, seed):
+    for factor, noisy, tuning_noisy in robustness_noise(clean, factors, seed, tuning_clean):
         value = tune(baseline, tuning_noisy, tuning_clean)
         rows.append(
             {
@@ -93,16 +95,11 @@ def baseline_robustness(
 
 
 def denoiser_robustness(
-    denoiser: Denoiser,
-    clean: np.ndarray,
-    tuning_clean: np.ndarray,
-    factors: Sequence[float],
-    seed: int,
+    denoiser: Denoiser, clean: np.ndarray, factors: Sequence[float], seed: int
 ) -> list[float]:
     """The denoiser's PSNR at each noise factor, on the images `baseline_robustness` scores."""
     return [
-        mean_psnr(clean, denoiser(noisy))
-        for _, noisy, _ in robustness_noise(clean, tuning_clean, factors, seed)
+        mean_psnr(clean, denoiser(noisy)) for _, noisy, _ in robustness_noise(clean, factors, seed)
     ]
 
 
@@ -117,6 +114,15 @@ def probe_accuracies(
         name: probe_accuracy(train_x, train_labels, test_x, test_labels)
         for name, (train_x, test_x) in features.items()
     }
+
+
+def score_lines(table: list[dict], accuracies: dict[str, float]) -> list[str]:
+    """The denoisers table and the probe accuracies, as the stages print them."""
+    lines = [
+        f"{row['method']:22s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.3f}" for row in table
+    ]
+    scores = ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in accuracies.items())
+    return [*lines, f"probe accuracy {scores}"]
 
 
 def embed_2d(codes: np.ndarray, seed: int) -> np.ndarray:

@@ -97,7 +97,7 @@ def test_both_halves_of_the_robustness_curve_score_the_same_noisy_images():
     rows = evaluation.baseline_robustness(
         baselines.FILTERS[0], clean[:10], clean[10:], factors, seed=3
     )
-    do_nothing = evaluation.denoiser_robustness(lambda x: x, clean[:10], clean[10:], factors, 3)
+    do_nothing = evaluation.denoiser_robustness(lambda x: x, clean[:10], factors, seed=3)
     assert [row["noise_factor"] for row in rows] == factors
     assert do_nothing == [row["noisy_psnr"] for row in rows]
     assert do_nothing == sorted(do_nothing, reverse=True)

@@ -100,7 +100,6 @@ def run(params: Params) -> None:
     noisy = load_noisy(paths.NOISY_DIR)
     results = compute(params, split, noisy)
     save(results)
-    for row in results.table:
-        print(f"baselines: {row['method']:22s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.3f}")
-    accuracies = ", ".join(f"{k} {v:.4f}" for k, v in results.probe_accuracy.items())
-    print(f"baselines: probe accuracy {accuracies} -> {paths.BASELINES_DIR}/")
+    for line in evaluation.score_lines(results.table, results.probe_accuracy):
+        print(f"baselines: {line}")
+    print(f"baselines: -> {paths.BASELINES_DIR}/")

@@ -78,14 +78,8 @@ def run(params: Params) -> None:
             figures.save_png(figure, paths.FIGURES_DIR / f"{name}.png")
         run.log_metrics(_numbers(metrics))
         run.log_outputs(output_files())
-    for row in table:
-        print(f"evaluate: {row['method']:22s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.3f}")
-    print(
-        "evaluate: probe accuracy "
-        + ", ".join(
-            f"{name} {accuracy:.4f}" for name, accuracy in metrics["probe_accuracy"].items()
-        )
-    )
+    for line in evaluation.score_lines(table, metrics["probe_accuracy"]):
+        print(f"evaluate: {line}")
 
 
 def _evaluate(
@@ -119,7 +113,6 @@ def _evaluate(
     denoiser_psnr = evaluation.denoiser_robustness(
         lambda images: models.predict(denoiser, images),
         x_test[:size],
-        split.x_tuning,
         params.evaluate.robustness_factors,
         params.noise.seed,
     )
