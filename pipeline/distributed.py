@@ -94,6 +94,8 @@ class MultiWorkerRunner:
     def __init__(self, strategy: Any, model: Any, batch_size: int):
         import tensorflow as tf
 
+        from pipeline.training import gradient_step, mean_loss
+
         self.model = model
         self.batch_size = batch_size
         self.workers = strategy.num_replicas_in_sync
@@ -101,15 +103,13 @@ class MultiWorkerRunner:
         per_sample = tf.keras.losses.get(model.loss)
 
         def step(x, y, global_size):
-            with tf.GradientTape() as tape:
+            def share_of_global_loss():  # the replicas' shares sum to the global batch's mean
                 loss = tf.reduce_sum(per_sample(y, model(x, training=True))) / global_size
                 for extra in model.losses:
                     loss += extra / self.workers
-            variables = model.trainable_variables
-            model.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables), variables, strict=True)
-            )
-            return loss
+                return loss
+
+            return gradient_step(model, share_of_global_loss)
 
         @tf.function
         def distributed_step(x, y, global_size):
@@ -117,8 +117,7 @@ class MultiWorkerRunner:
 
         @tf.function
         def validation(x, y):
-            loss = tf.reduce_mean(per_sample(y, model(x, training=False)))
-            return loss + tf.add_n(model.losses) if model.losses else loss
+            return mean_loss(model, per_sample, x, y, training=False)
 
         self._step, self._validation = distributed_step, validation
 

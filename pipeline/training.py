@@ -41,6 +41,24 @@ def enable_determinism(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def mean_loss(
+    model: keras.Model, per_sample_loss: Callable, x: tf.Tensor, y: tf.Tensor, training: bool
+) -> tf.Tensor:
+    """The compiled loss averaged over the batch, plus any loss a layer added (a VAE's KL)."""
+    loss = tf.reduce_mean(per_sample_loss(y, model(x, training=training)))
+    extra = model.losses
+    return loss + tf.add_n(extra) if extra else loss
+
+
+def gradient_step(model: keras.Model, loss_of: Callable[[], tf.Tensor]) -> tf.Tensor:
+    """One optimiser step on the loss `loss_of()` computes; returns that loss."""
+    with tf.GradientTape() as tape:
+        loss = loss_of()
+    variables = model.trainable_variables
+    model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    return loss
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
 
@@ -60,18 +78,10 @@ class EpochRunner:
         self._val = tf.function(self._batch_loss_sum, jit_compile=jit_compile)
 
     def _loss(self, x: tf.Tensor, y: tf.Tensor, training: bool) -> tf.Tensor:
-        loss = tf.reduce_mean(self.per_sample_loss(y, self.model(x, training=training)))
-        extra = self.model.losses  # e.g. a KL term added by a layer
-        return loss + tf.add_n(extra) if extra else loss
+        return mean_loss(self.model, self.per_sample_loss, x, y, training)
 
     def _train_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss = self._loss(x, y, training=True)
-        variables = self.model.trainable_variables
-        self.model.optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables, strict=True)
-        )
-        return loss
+        return gradient_step(self.model, lambda: self._loss(x, y, training=True))
 
     def _train_batches(self, x: tf.Tensor, y: tf.Tensor, batches: tf.Tensor) -> tf.Tensor:
         """Train on `x[batches[i]]` for each row `i` of `batches`; return the loss sum.
