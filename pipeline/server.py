@@ -72,6 +72,11 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def _pg_ctl(config: ServerConfig, *args: str) -> list[str]:
+    """The `pg_ctl` command line for this server's data directory, as the postgres user."""
+    return _as_postgres([postgres_binary("pg_ctl"), "-D", str(config.pgdata), *args])
+
+
 def _run(command: list[str], what: str) -> str:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -125,19 +130,7 @@ def start_database(config: ServerConfig) -> None:
         return
     options = f"-c listen_addresses={config.host} -p {config.db_port} -k {config.pgdata}"
     _run(
-        _as_postgres(
-            [
-                postgres_binary("pg_ctl"),
-                "-D",
-                str(config.pgdata),
-                "-l",
-                str(config.pgdata / "server.log"),
-                "-o",
-                options,
-                "-w",
-                "start",
-            ]
-        ),
+        _pg_ctl(config, "-l", str(config.pgdata / "server.log"), "-o", options, "-w", "start"),
         "pg_ctl start",
     )
 
@@ -151,7 +144,7 @@ def ensure_database(config: ServerConfig) -> None:
 
 def _database_running(config: ServerConfig) -> bool:
     result = subprocess.run(
-        _as_postgres([postgres_binary("pg_ctl"), "-D", str(config.pgdata), "status"]),
+        _pg_ctl(config, "status"),
         capture_output=True,
         check=False,
     )
@@ -232,12 +225,7 @@ def stop(config: ServerConfig) -> None:
             pass
         config.pid_file.unlink()
     if config.pgdata.is_dir() and _database_running(config):
-        _run(
-            _as_postgres(
-                [postgres_binary("pg_ctl"), "-D", str(config.pgdata), "-m", "fast", "-w", "stop"]
-            ),
-            "pg_ctl stop",
-        )
+        _run(_pg_ctl(config, "-m", "fast", "-w", "stop"), "pg_ctl stop")
 
 
 def status(config: ServerConfig) -> str:
