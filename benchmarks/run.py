@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -26,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_PER_EPOCH = 30_000
@@ -142,24 +145,19 @@ def compare_training(repeats: int, scratch: Path) -> dict:
     }
 
 
-STAGE_COMMANDS = {
-    "validate": ["aepipe", "validate"],
-    "fetch": ["aepipe", "fetch"],
-    "prepare": ["aepipe", "prepare"],
-    "noise": ["aepipe", "noise"],
-    "baselines": ["aepipe", "baselines"],
-    "train_basic": ["aepipe", "train", "basic"],
-    "train_denoise": ["aepipe", "train", "denoise"],
-    "evaluate": ["aepipe", "evaluate"],
-    "register": ["aepipe", "register"],
-}
+def stage_commands(repo: Path) -> dict[str, list[str]]:
+    """Each stage's command as `dvc.yaml` gives it, in pipeline order."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {name: shlex.split(body["cmd"]) for name, body in stages.items()}
 
 
 def end_to_end(scratch: Path) -> dict:
     clone = scratch / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = pipeline_env()
-    stages = {name: measured(command, clone, env)[:2] for name, command in STAGE_COMMANDS.items()}
+    stages = {
+        name: measured(command, clone, env)[:2] for name, command in stage_commands(clone).items()
+    }
     repro_s, repro_peak, _ = measured(["dvc", "repro", "--force"], clone, env)
     noop = []
     for _ in range(3):
