@@ -153,3 +153,33 @@ def test_code_map_is_two_dimensional_and_seeded():
     first = evaluation.embed_2d(codes, seed=1)
     assert first.shape == (50, 2)
     np.testing.assert_array_equal(first, evaluation.embed_2d(codes, seed=1))
+
+
+def test_baseline_results_round_trip_and_name_a_malformed_file(tmp_path, monkeypatch):
+    from pipeline.errors import DataError
+    from pipeline.stages import baselines as stage
+
+    monkeypatch.chdir(tmp_path)
+    examples = {"median": np.full((2, 784), 0.5, np.float32)}
+    results = stage.BaselineResults(
+        table=[
+            evaluation.table_row("median", 15.5, 0.55, "size", 3),
+            evaluation.table_row(evaluation.NOISY_INPUT, 11.0, 0.44),
+        ],
+        best="median",
+        robustness=[{"noise_factor": 0.4, "baseline_psnr": 15.0, "noisy_psnr": 11.0}],
+        noisy_input={"bce": 0.49, "mse": 0.08, "psnr": 11.0, "ssim": 0.44},
+        probe_accuracy={"pca_4": 0.9, "raw_pixels": 0.91},
+        examples=examples,
+    )
+    stage.save(results)
+    loaded = stage.load()
+    assert (loaded.table, loaded.best, loaded.probe_accuracy) == (
+        results.table,
+        "median",
+        results.probe_accuracy,
+    )
+    np.testing.assert_array_equal(loaded.examples["median"], examples["median"])
+    stage.RESULTS_FILE.write_text('{"table": []}')
+    with pytest.raises(DataError, match=r"data/baselines/results.json: malformed .*'best'"):
+        stage.load()

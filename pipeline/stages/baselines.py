@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -76,19 +75,18 @@ def save(results: BaselineResults) -> None:
     write_json_atomic(RESULTS_FILE, {key: getattr(results, key) for key in RESULT_KEYS})
 
 
-def load(directory: Path = paths.BASELINES_DIR) -> BaselineResults:
+def load() -> BaselineResults:
     """What `save` wrote; a missing or malformed file raises a DataError naming it."""
-    results_file = directory / RESULTS_FILE.name
-    if not results_file.is_file():
-        raise DataError(f"{results_file}: missing (run the baselines stage: `dvc repro`)")
+    if not RESULTS_FILE.is_file():
+        raise DataError(f"{RESULTS_FILE}: missing (run the baselines stage: `dvc repro`)")
     try:
-        stored = json.loads(results_file.read_text())
+        stored = json.loads(RESULTS_FILE.read_text())
         fields = {key: stored[key] for key in RESULT_KEYS}
     except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{results_file}: malformed ({exc!r}); rerun `dvc repro`") from None
+        raise DataError(f"{RESULTS_FILE}: malformed ({exc!r}); rerun `dvc repro`") from None
     spec = ArraySpec("float32", (None, IMAGE_PIXELS), (0.0, 1.0))
     examples = {
-        row["method"]: load_array(directory / EXAMPLES_DIR.name / f"{row['method']}.npy", spec)
+        row["method"]: load_array(EXAMPLES_DIR / f"{row['method']}.npy", spec)
         for row in fields["table"]
         if row["method"] != evaluation.NOISY_INPUT
     }

@@ -18,7 +18,6 @@ from pipeline.datasets import NoisySplit, Split, load_noisy, load_prepared
 from pipeline.errors import DataError
 from pipeline.fsutil import write_csv_atomic, write_json_atomic
 from pipeline.stages import baselines as baselines_stage
-from pipeline.stages.baselines import BaselineResults
 from pipeline.stages.train import BASIC, DENOISE, HISTORY_COLUMNS
 
 MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
@@ -86,7 +85,7 @@ def _evaluate(
     params: Params,
     split: Split,
     noisy: NoisySplit,
-    reference: BaselineResults,
+    reference: baselines_stage.BaselineResults,
     basic,
     denoiser,
 ):
