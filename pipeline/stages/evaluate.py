@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import evaluation, paths, tracking
-from pipeline.config import Params
+from pipeline.config import Params, flatten
 from pipeline.datasets import NoisySplit, Split, load_noisy, load_prepared
 from pipeline.errors import DataError
 from pipeline.fsutil import write_csv_atomic, write_json_atomic
@@ -171,12 +171,8 @@ def _evaluate(
     return metrics, table, curve, drawn
 
 
-def _numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+def _numbers(tree: dict) -> dict[str, float]:
     """The numeric leaves of `tree`, with dotted keys, for MLflow."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_numbers(value, f"{prefix}{key}."))
-        elif isinstance(value, int | float):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
+    return {
+        key: float(value) for key, value in flatten(tree).items() if isinstance(value, int | float)
+    }
