@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline import baselines, evaluation
+from pipeline import baselines, evaluation, parallel
 from pipeline.metrics import mean_psnr, mean_ssim
 from pipeline.probe import probe_accuracy
 from pipeline.stages.noise import add_gaussian_noise
@@ -103,26 +103,34 @@ def test_both_halves_of_the_robustness_curve_score_the_same_noisy_images():
     assert do_nothing == sorted(do_nothing, reverse=True)
 
 
-def test_in_parallel_splits_the_stack_and_keeps_the_order(monkeypatch):
-    monkeypatch.setattr(baselines, "PARALLEL_MIN_IMAGES", 2)
-    monkeypatch.setattr(baselines.os, "cpu_count", lambda: 2)
+def test_per_image_cuts_aligned_parts_and_keeps_the_order(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_IMAGES", 2)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
     images = np.arange(10.0).reshape(10, 1)
 
-    def add_part_size(part, offset):  # reveals how the stack was cut
-        return part + offset * len(part)
+    def add_part_size(part, other, offset):  # reveals how the stacks were cut
+        return part + other + offset * len(part)
 
-    np.testing.assert_array_equal(baselines.in_parallel(add_part_size)(images, 1.0), images + 5)
-    monkeypatch.setattr(baselines.os, "cpu_count", lambda: 1)
-    np.testing.assert_array_equal(baselines.in_parallel(add_part_size)(images, 1.0), images + 10)
-
-
-def test_parallel_filters_give_the_serial_result(monkeypatch):
-    noisy = add_gaussian_noise(strokes(6), 0.4, np.random.default_rng(1))
-    serial = baselines.non_local_means(noisy, 0.2)
-    monkeypatch.setattr(baselines, "PARALLEL_MIN_IMAGES", 2)
     np.testing.assert_array_equal(
-        baselines.in_parallel(baselines.non_local_means)(noisy, 0.2), serial
+        parallel.per_image(add_part_size, [images, images], 1.0), 2 * images + 5
     )
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 1)
+    np.testing.assert_array_equal(
+        parallel.per_image(add_part_size, [images, images], 1.0), 2 * images + 10
+    )
+
+
+def test_parallel_filters_and_ssim_give_the_serial_result(monkeypatch):
+    clean = strokes(6)
+    noisy = add_gaussian_noise(clean, 0.4, np.random.default_rng(1))
+    serial_filter = baselines.non_local_means(noisy, 0.2)
+    serial_ssim = mean_ssim(clean, noisy)
+    monkeypatch.setattr(parallel, "MIN_IMAGES", 2)
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    np.testing.assert_array_equal(
+        baselines.in_parallel(baselines.non_local_means)(noisy, 0.2), serial_filter
+    )
+    assert mean_ssim(clean, noisy) == serial_ssim
 
 
 def test_probe_separates_informative_codes_from_noise():
