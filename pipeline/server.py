@@ -67,9 +67,20 @@ def postgres_binary(name: str) -> str:
     return found
 
 
+def _runuser() -> str:
+    """util-linux's `runuser`, also when /usr/sbin is not on PATH (e.g. under `env -i`)."""
+    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if not found:
+        raise PipelineError(
+            "running as root, the server needs `runuser` (util-linux) to start PostgreSQL as "
+            "the postgres user; install util-linux or run as an ordinary user"
+        )
+    return found
+
+
 def _as_postgres(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root; drop to the `postgres` user when we are root."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+    return [_runuser(), "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 def _pg_ctl(config: ServerConfig, *args: str) -> list[str]:

@@ -4,7 +4,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.config import load_params
-from pipeline.stages import baselines, evaluate
+from pipeline.stages import baselines, evaluate, register
 from tests.conftest import REPO_ROOT
 
 DVC = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
@@ -31,6 +31,7 @@ def test_stage_outputs_are_the_paths_the_code_writes():
     evaluate_outputs = {str(path) for path in evaluate.output_files()}
     assert entries("evaluate", "outs") | entries("evaluate", "metrics") == evaluate_outputs
     assert entries("evaluate", "metrics") == {str(paths.METRICS_FILE)}
+    assert entries("register", "outs") == {str(register.CANDIDATE_FILE)}
 
 
 def test_every_params_dep_is_a_schema_key_and_stages_read_only_their_own():

@@ -121,6 +121,24 @@ def test_a_second_repro_has_nothing_to_do(reproduced):
     assert (repo / "dvc.lock").read_bytes() == before
 
 
+def test_register_leaves_a_receipt_without_which_dvc_reruns_it(reproduced):
+    """In a fresh clone every input matches dvc.lock; only the missing receipt makes DVC
+    register the model in the clone's (empty) registry."""
+    repo, _ = reproduced
+    receipt = repo / "reports/registry_candidate.json"
+    candidate = json.loads(receipt.read_text())
+    assert candidate["models/denoise.keras"] == dvc_md5(repo / "models/denoise.keras")
+    assert candidate["alias"] == "champion-noise0_4-seed1-test128"
+    saved = receipt.read_bytes()
+    receipt.unlink()
+    try:
+        status = run(["dvc", "status", "register"], repo).stdout
+        assert "deleted:" in status and "registry_candidate.json" in status
+    finally:
+        receipt.write_bytes(saved)
+    assert "register" not in run(["dvc", "status"], repo).stdout
+
+
 def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(reproduced):
     import mlflow
 

@@ -146,3 +146,28 @@ def test_server_stop_ends_every_process_it_started(tmp_path):
     assert "stopped" in server.status(config)
     assert not os.path.exists(config.pid_file)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def test_as_root_postgres_runs_through_runuser_found_off_path(monkeypatch):
+    monkeypatch.setattr(server.os, "geteuid", lambda: 0)
+    searched = []
+
+    def which(name, path=None):
+        searched.append(path)
+        return "/usr/sbin/runuser" if path == "/usr/sbin:/sbin" else None
+
+    monkeypatch.setattr(server.shutil, "which", which)
+    assert server._as_postgres(["pg_ctl", "status"]) == [
+        "/usr/sbin/runuser",
+        "-u",
+        "postgres",
+        "--",
+        "pg_ctl",
+        "status",
+    ]
+    assert searched == [None, "/usr/sbin:/sbin"]
+    monkeypatch.setattr(server.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(server.PipelineError, match="needs `runuser`"):
+        server._as_postgres(["pg_ctl", "status"])
+    monkeypatch.setattr(server.os, "geteuid", lambda: 1000)
+    assert server._as_postgres(["pg_ctl", "status"]) == ["pg_ctl", "status"]

@@ -4,6 +4,12 @@ lineage tags, only when its test PSNR beats the current champion's.
 PSNRs are only comparable on the same test: the same noise (factor and seed) on the same test
 images. So the registered model `aepipe-denoiser` has one champion per such benchmark, under the
 alias `champion-<benchmark>`, e.g. `champion-noise0_4-seed1-test10000` for the defaults.
+
+The registry lives outside the workspace, so the stage also writes
+`reports/registry_candidate.json`: what it put to the registry (model md5, score, alias). Without
+an output, DVC would skip the stage in a fresh clone whose inputs match `dvc.lock`, and the new
+registry would stay empty. The file holds only what the inputs determine; the registry's answer
+(which version, if any) is printed and kept in MLflow.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ from typing import Any
 from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.errors import DataError, TrackingError
-from pipeline.fsutil import dvc_md5
+from pipeline.fsutil import dvc_md5, write_json_atomic
 
 MODEL_NAME = "aepipe-denoiser"
 SCORE = "denoiser_on_noisy.psnr"
 DENOISER = paths.model_file("denoise")
+CANDIDATE_FILE = paths.REPORTS_DIR / "registry_candidate.json"
 MIN_GAIN_DB = 0.01
 
 
@@ -60,7 +67,14 @@ def run(params: Params) -> None:
             best = float(champion.tags[SCORE])
         except mlflow.exceptions.MlflowException:
             champion, best = None, None
+        candidate = {
+            "model": MODEL_NAME,
+            "alias": alias,
+            SCORE: score,
+            DENOISER.as_posix(): md5,
+        }
         if not improves(score, best):
+            write_json_atomic(CANDIDATE_FILE, candidate)
             print(
                 f"register: {SCORE} {score:.4f} does not beat version {champion.version} "
                 f"({best:.4f}) by {MIN_GAIN_DB} dB; registry unchanged"
@@ -82,6 +96,7 @@ def run(params: Params) -> None:
         }
         version = mlflow.register_model(logged.model_uri, MODEL_NAME, tags=tags)
         client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+        write_json_atomic(CANDIDATE_FILE, candidate)
     print(
         f"register: {MODEL_NAME} version {version.version} ({SCORE} {score:.4f}"
         + (f", was {best:.4f}" if best is not None else "")
