@@ -55,27 +55,34 @@ class ServerConfig:
         return f"postgresql+psycopg2://{DB_USER}:{self.db_password}@{self.host}:{self.db_port}/{DB_NAME}"
 
 
-def postgres_binary(name: str) -> str:
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+def _binary(name: str, fallback_dirs: list[str], missing: str) -> str:
+    """`name` on PATH, else in the first of `fallback_dirs` that has it; `missing` if none."""
+    found = shutil.which(name) or (
+        shutil.which(name, path=os.pathsep.join(fallback_dirs)) if fallback_dirs else None
     )
     if not found:
-        raise PipelineError(
-            f"PostgreSQL's `{name}` not found: install Debian's postgresql "
-            "(apt-get install postgresql)"
-        )
+        raise PipelineError(missing)
     return found
+
+
+def postgres_binary(name: str) -> str:
+    """Debian installs PostgreSQL's server programs off PATH, one directory per version."""
+    return _binary(
+        name,
+        sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),
+        f"PostgreSQL's `{name}` not found: install Debian's postgresql "
+        "(apt-get install postgresql)",
+    )
 
 
 def _runuser() -> str:
     """util-linux's `runuser`, also when /usr/sbin is not on PATH (e.g. under `env -i`)."""
-    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
-    if not found:
-        raise PipelineError(
-            "running as root, the server needs `runuser` (util-linux) to start PostgreSQL as "
-            "the postgres user; install util-linux or run as an ordinary user"
-        )
-    return found
+    return _binary(
+        "runuser",
+        ["/usr/sbin", "/sbin"],
+        "running as root, the server needs `runuser` (util-linux) to start PostgreSQL as "
+        "the postgres user; install util-linux or run as an ordinary user",
+    )
 
 
 def _as_postgres(command: list[str]) -> list[str]:
