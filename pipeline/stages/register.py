@@ -67,38 +67,33 @@ def run(params: Params) -> None:
             best = float(champion.tags[SCORE])
         except mlflow.exceptions.MlflowException:
             champion, best = None, None
-        candidate = {
-            "model": MODEL_NAME,
-            "alias": alias,
-            SCORE: score,
-            DENOISER.as_posix(): md5,
-        }
         if not improves(score, best):
-            write_json_atomic(CANDIDATE_FILE, candidate)
-            print(
-                f"register: {SCORE} {score:.4f} does not beat version {champion.version} "
+            outcome = (
+                f"{SCORE} {score:.4f} does not beat version {champion.version} "
                 f"({best:.4f}) by {MIN_GAIN_DB} dB; registry unchanged"
             )
-            return
-        train_run = producing[0]
-        logged = runs.logged_model(train_run["run_id"])
-        if logged is None:
-            raise TrackingError(f"MLflow run {train_run['run_id']} logged no model to register")
-        tags = {
-            SCORE: str(score),
-            "denoiser_on_noisy.ssim": str(metrics["denoiser_on_noisy"].get("ssim", "")),
-            f"{tracking.TAG_OUT}{DENOISER.as_posix()}": md5,
-            "mlflow.train_run": train_run["run_id"],
-            "git.commit": train_run["git_commit"],
-            "git.dirty": train_run["git_dirty"],
-            "dvc.exp_name": train_run["dvc_experiment"],
-            "model.kind": params.model.kind,
-        }
-        version = mlflow.register_model(logged.model_uri, MODEL_NAME, tags=tags)
-        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
-        write_json_atomic(CANDIDATE_FILE, candidate)
-    print(
-        f"register: {MODEL_NAME} version {version.version} ({SCORE} {score:.4f}"
-        + (f", was {best:.4f}" if best is not None else "")
-        + f") is now @{alias}"
-    )
+        else:
+            train_run = producing[0]
+            logged = runs.logged_model(train_run["run_id"])
+            if logged is None:
+                raise TrackingError(f"MLflow run {train_run['run_id']} logged no model to register")
+            tags = {
+                SCORE: str(score),
+                "denoiser_on_noisy.ssim": str(metrics["denoiser_on_noisy"].get("ssim", "")),
+                f"{tracking.TAG_OUT}{DENOISER.as_posix()}": md5,
+                "mlflow.train_run": train_run["run_id"],
+                "git.commit": train_run["git_commit"],
+                "git.dirty": train_run["git_dirty"],
+                "dvc.exp_name": train_run["dvc_experiment"],
+                "model.kind": params.model.kind,
+            }
+            version = mlflow.register_model(logged.model_uri, MODEL_NAME, tags=tags)
+            client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+            outcome = (
+                f"{MODEL_NAME} version {version.version} ({SCORE} {score:.4f}"
+                + (f", was {best:.4f}" if best is not None else "")
+                + f") is now @{alias}"
+            )
+    candidate = {"model": MODEL_NAME, "alias": alias, SCORE: score, DENOISER.as_posix(): md5}
+    write_json_atomic(CANDIDATE_FILE, candidate)
+    print(f"register: {outcome}")
