@@ -1,6 +1,7 @@
-"""`aepipe`: the pipeline's stages and tools behind one command.
+"""`aepipe`: the pipeline's stages and the commands that audit and operate it, behind one command.
 
 Errors a user can fix end as one line on stderr and exit status 2; Ctrl-C / SIGTERM exit 130.
+This is the only module that imports the stage modules.
 """
 
 from __future__ import annotations
@@ -8,41 +9,45 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.config import Params, load_params
-from pipeline.errors import PipelineError
+from pipeline.core.config import load_params
+from pipeline.core.entry import run_command
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+# Each runs `pipeline.stages.<name>.run`, the module DVC runs as `python -m pipeline.stages.<name>`.
+STAGE_COMMANDS = {
+    "fetch": "stage fetch: raw MNIST into data/raw/",
+    "prepare": "stage prepare: subset, flatten, scale",
+    "noise": "stage noise: Gaussian noise for the denoiser",
+    "baselines": "stage baselines: classical denoisers, pixel probes",
+    "train": "stages train_basic / train_denoise",
+    "evaluate": "stage evaluate: metrics and figures",
+    "register": "stage register: registry version if PSNR improves",
+}
 
 
-def _stage(module: str) -> Callable[[argparse.Namespace], None]:
-    """A handler that validates params.yaml, then runs `pipeline.stages.<module>.run`."""
+def _stage(name: str) -> Callable[[argparse.Namespace], None]:
+    """A handler that validates the params file, then runs `pipeline.stages.<name>.run`."""
 
     def handler(args: argparse.Namespace) -> None:
         params = load_params(args.params)
-        importlib.import_module(f"pipeline.stages.{module}").run(params)
+        run = importlib.import_module(f"pipeline.stages.{name}").run
+        if name == "train":
+            run(params, args.model)
+        else:
+            run(params)
 
     return handler
 
 
-def _train(args: argparse.Namespace) -> None:
-    from pipeline.stages import train
-
-    train.run(load_params(args.params), train.STAGES[args.model])
-
-
 def _validate(args: argparse.Namespace) -> None:
-    params: Params = load_params(args.params)
+    params = load_params(args.params)
     print(f"{args.params}: valid ({len(params.flat())} params)")
 
 
 def _params_table(args: argparse.Namespace) -> None:
-    from pipeline.params_table import params_table, with_table
+    from pipeline.core.params_table import params_table, with_table
 
     table = params_table(load_params(args.params))
     if args.write is None:
@@ -54,8 +59,8 @@ def _params_table(args: argparse.Namespace) -> None:
 def _lineage(args: argparse.Namespace) -> None:
     import json
 
-    from pipeline.lineage import lineage_of, render
-    from pipeline.tracking import repository_root
+    from pipeline.audit.lineage import lineage_of, render
+    from pipeline.core.paths import repository_root
 
     found = lineage_of(args.target, repository_root())
     print(
@@ -64,8 +69,8 @@ def _lineage(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from pipeline.tracking import repository_root
-    from pipeline.verify import verify
+    from pipeline.audit.verify import verify
+    from pipeline.core.paths import repository_root
 
     findings = verify(repository_root())
     for finding in findings:
@@ -78,19 +83,19 @@ def _verify(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> None:
     import json
 
-    from pipeline.compare import compare, markdown
-    from pipeline.tracking import repository_root
+    from pipeline.audit.compare import compare, markdown
+    from pipeline.core.paths import repository_root
 
     table = compare(repository_root(), args.param, args.metric, args.rev)
     print(json.dumps(table, indent=2, default=str) if args.json else markdown(table), end="")
 
 
 def _server(args: argparse.Namespace) -> None:
-    from pipeline import paths, server
-    from pipeline.tracking import repository_root
+    from pipeline.core import paths
+    from pipeline.ops import server
 
     config = server.ServerConfig(
-        state_dir=args.dir or repository_root() / paths.STATE_DIR / "server",
+        state_dir=args.dir or paths.repository_root() / paths.STATE_DIR / "server",
         port=args.port,
         db_port=args.db_port,
         db_password=os.environ.get("AEPIPE_DB_PASSWORD", "mlflow"),
@@ -158,32 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--dir", type=Path, help="state directory (default: .aepipe/server)")
     server.add_argument("--port", type=int, default=5000, help="MLflow port (default 5000)")
     server.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port (5433)")
-    add("fetch", _stage("fetch"), "stage fetch: raw MNIST into data/raw/")
-    add("prepare", _stage("prepare"), "stage prepare: subset, flatten, scale")
-    add("noise", _stage("noise"), "stage noise: Gaussian noise for the denoiser")
-    add("baselines", _stage("baselines"), "stage baselines: classical denoisers, pixel probes")
-    train = add("train", _train, "stages train_basic / train_denoise")
-    train.add_argument("model", choices=("basic", "denoise"))
-    add("evaluate", _stage("evaluate"), "stage evaluate: metrics and figures")
-    add("register", _stage("register"), "stage register: registry version if PSNR improves")
+    for name, help_text in STAGE_COMMANDS.items():
+        stage = add(name, _stage(name), help_text)
+        if name == "train":
+            stage.add_argument("model", choices=("basic", "denoise"))
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # end MLflow runs and temp files as on Ctrl-C
-    try:
-        status = args.handler(args)
-    except PipelineError as exc:
-        print(f"aepipe {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"aepipe {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return status or 0
+    return run_command(args.command, lambda: args.handler(args))

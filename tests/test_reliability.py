@@ -1,20 +1,24 @@
-"""Interrupted, failing and misconfigured runs never cost a user their results."""
+"""Interrupted, failing, misconfigured and distributed training: never costs a user results."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
+from pipeline.core.files import dvc_md5
 from tests.conftest import (
     copy_repo,
     default_params,
     free_port,
+    lock_out_md5,
     merge,
     pipeline_env,
     run,
@@ -61,9 +65,9 @@ def start_and_wait_for(command: list[str], repo: Path, line_start: str) -> subpr
 
 def training_process(parent: subprocess.Popen) -> psutil.Process:
     for child in psutil.Process(parent.pid).children(recursive=True):
-        if "train" in child.cmdline():
+        if "pipeline.stages.train" in child.cmdline():
             return child
-    raise AssertionError("no `aepipe train` process below dvc")
+    raise AssertionError("no training process below dvc")
 
 
 def test_sigkill_then_repro_resumes_and_matches_an_uninterrupted_run(repo):
@@ -108,20 +112,23 @@ def test_sigterm_ends_the_mlflow_run_as_killed_and_leaves_no_half_written_file(r
 
 def test_an_unreachable_tracking_server_fails_before_training_naming_the_uri(repo):
     uri = f"http://127.0.0.1:{free_port()}"
-    started = time.monotonic()
     result = run(
         ["aepipe", "train", "basic"],
         repo,
         check=False,
         env=pipeline_env({"MLFLOW_TRACKING_URI": uri}),
     )
-    assert time.monotonic() - started < 15
     assert result.returncode == 2
     assert f"MLflow tracking server {uri} is unreachable" in result.stderr
     assert "epoch" not in result.stdout
 
 
 def test_a_mistyped_key_set_through_exp_run_is_refused(repo):
+    with restored_params(repo):
+        refuse_mistyped_keys(repo)
+
+
+def refuse_mistyped_keys(repo: Path) -> None:
     refused_by_dvc = run(["dvc", "exp", "run", "-S", "train_basic.epoch=5"], repo, check=False)
     assert refused_by_dvc.returncode != 0
     assert "Could not override 'train_basic.epoch'" in refused_by_dvc.stderr
@@ -130,4 +137,55 @@ def test_a_mistyped_key_set_through_exp_run_is_refused(repo):
     assert result.returncode != 0
     assert "unknown key 'train_basic.epoch'" in result.stderr
     assert "Running stage 'train_basic'" not in result.stdout
-    run(["git", "checkout", "params.yaml"], repo)
+
+
+@contextlib.contextmanager
+def restored_params(repo: Path):
+    """params.yaml as committed again, however the block ends."""
+    try:
+        yield
+    finally:
+        run(["git", "checkout", "params.yaml"], repo)
+
+
+def test_a_diverging_run_fails_fast_and_dvc_checkout_restores_the_last_good_model(repo):
+    good = lock_out_md5(repo, "train_basic", "models/basic.keras")
+    with restored_params(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["train_basic"]["learning_rate"] = 1e6
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        failed = run(["dvc", "repro", "train_basic"], repo, check=False)
+        assert failed.returncode != 0
+        assert "aepipe train: error: training diverged: loss" in failed.stderr
+        assert "lower the learning rate (currently 1e+06)" in failed.stderr
+        assert runs_of(repo, "train_basic")[-1].info.status == "FAILED"
+        assert not (repo / "models/basic.keras").exists()  # DVC removed it before the run
+        run(["git", "checkout", "params.yaml"], repo)
+        run(["dvc", "checkout", "train_basic"], repo)  # the README's restore command
+        assert dvc_md5(repo / "models/basic.keras") == good
+        assert "train_basic" not in run(["dvc", "status", "train_basic"], repo).stdout
+
+
+def history(path: Path) -> list[tuple[float, float]]:
+    with open(path) as handle:
+        return [(float(row["loss"]), float(row["val_loss"])) for row in csv.DictReader(handle)]
+
+
+def test_two_workers_train_like_one(repo):
+    single = history(repo / "reports/train_basic/history.csv")
+    runs_before = len(runs_of(repo, "train_basic"))
+    with restored_params(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["distribute"] = {"strategy": "multi_worker", "workers": 2}
+        params["train_basic"]["epochs"] = 2  # epochs 1-2 are those of the longer single run
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        stdout = run(["dvc", "repro", "--single-item", "train_basic"], repo).stdout
+        two = history(repo / "reports/train_basic/history.csv")
+    run(["dvc", "checkout", "train_basic"], repo)
+    assert len(two) == 2
+    for (loss, val), (loss2, val2) in zip(single[:2], two, strict=True):
+        assert abs(loss - loss2) < 1e-4 and abs(val - val2) < 1e-4
+    assert stdout.count("train_basic: epoch 1/") == 1  # only the chief reports
+    runs = runs_of(repo, "train_basic")
+    assert len(runs) == runs_before + 1  # only the chief logs
+    assert runs[-1].data.params["distribute.strategy"] == "multi_worker"

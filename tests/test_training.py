@@ -7,8 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline import keras_archive, model_io, models, training  # noqa: E402
-from pipeline.errors import DataError, TrainingDiverged  # noqa: E402
+from pipeline.artifacts import keras_archive  # noqa: E402
+from pipeline.core.errors import DataError, TrainingDiverged  # noqa: E402
+from pipeline.modelling import architectures, model_files, training  # noqa: E402
 
 
 def blobs(n=192, seed=0):
@@ -23,7 +24,7 @@ def blobs(n=192, seed=0):
 def trained(epochs=2, seed=0, lr=1e-3, data=None, batch_size=32, **kwargs):
     data = blobs() if data is None else data
     training.enable_determinism(seed)
-    model = models.compile_for_training(models.build_autoencoder(16), lr)
+    model = architectures.compile_for_training(architectures.build_autoencoder(16), lr)
     history = training.fit(
         model,
         data,
@@ -39,9 +40,9 @@ def trained(epochs=2, seed=0, lr=1e-3, data=None, batch_size=32, **kwargs):
 
 
 def test_tutorial_model_shapes():
-    model = models.build_autoencoder(64)
+    model = architectures.build_autoencoder(64)
     assert model.count_params() == 101_200
-    assert models.encoder_of(model).output_shape == (None, 64)
+    assert architectures.encoder_of(model).output_shape == (None, 64)
     assert model.output_shape == (None, 784)
 
 
@@ -94,13 +95,15 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 
 def test_saved_models_have_identical_bytes_and_reload_exactly(tmp_path):
     model, _ = trained(epochs=1)
-    model_io.save_model(model, tmp_path / "a.keras")
+    model_files.save_model(model, tmp_path / "a.keras")
     time.sleep(1.1)  # Keras stamps the save time to the second
-    model_io.save_model(model, tmp_path / "b.keras")
+    model_files.save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
-    reloaded = model_io.load_model(tmp_path / "a.keras")
+    reloaded = model_files.load_model(tmp_path / "a.keras")
     data = blobs(8)
-    np.testing.assert_array_equal(models.predict(model, data), models.predict(reloaded, data))
+    np.testing.assert_array_equal(
+        architectures.predict(model, data), architectures.predict(reloaded, data)
+    )
     assert int(reloaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
 
 
@@ -118,18 +121,20 @@ def test_shared_object_ids_are_renumbered_in_order_of_appearance():
 def test_a_corrupted_model_file_is_named(tmp_path):
     model, _ = trained(epochs=1)
     path = tmp_path / "m.keras"
-    model_io.save_model(model, path)
+    model_files.save_model(model, path)
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(DataError, match=r"m.keras: not a loadable Keras model"):
-        model_io.load_model(path)
+        model_files.load_model(path)
 
 
-@pytest.mark.parametrize("kind", models.KINDS)
+@pytest.mark.parametrize("kind", architectures.KINDS)
 def test_every_kind_trains_saves_reloads_and_encodes_alike(kind, tmp_path):
     data = blobs(64)
     training.enable_determinism(0)
-    model = models.compile_for_training(models.build_autoencoder(8, kind, seed=0), 1e-3)
+    model = architectures.compile_for_training(
+        architectures.build_autoencoder(8, kind, seed=0), 1e-3
+    )
     history = training.fit(
         model,
         data,
@@ -139,24 +144,28 @@ def test_every_kind_trains_saves_reloads_and_encodes_alike(kind, tmp_path):
         epochs=1,
         batch_size=16,
         seed=0,
-        jit_compile=models.uses_xla(kind),
+        jit_compile=architectures.uses_xla(kind),
     )
     assert np.isfinite(history[0].loss)
-    model_io.save_model(model, tmp_path / "m.keras")
-    reloaded = model_io.load_model(tmp_path / "m.keras")
-    assert models.kind_of(reloaded) == kind
-    np.testing.assert_array_equal(models.predict(model, data), models.predict(reloaded, data))
-    assert models.predict(models.encoder_of(reloaded), data).shape == (64, 8)
-    assert models.decoder_of(reloaded).input_shape == (None, 8)
+    model_files.save_model(model, tmp_path / "m.keras")
+    reloaded = model_files.load_model(tmp_path / "m.keras")
+    assert architectures.kind_of(reloaded) == kind
+    np.testing.assert_array_equal(
+        architectures.predict(model, data), architectures.predict(reloaded, data)
+    )
+    assert architectures.predict(architectures.encoder_of(reloaded), data).shape == (64, 8)
+    assert architectures.decoder_of(reloaded).input_shape == (None, 8)
 
 
-@pytest.mark.parametrize("kind", models.KINDS)
+@pytest.mark.parametrize("kind", architectures.KINDS)
 def test_resuming_from_a_saved_state_repeats_the_uninterrupted_run(kind):
     data = blobs(64)
 
     def fresh():
         training.enable_determinism(0)
-        return models.compile_for_training(models.build_autoencoder(8, kind, seed=0), 1e-3)
+        return architectures.compile_for_training(
+            architectures.build_autoencoder(8, kind, seed=0), 1e-3
+        )
 
     def train(model, first, last):
         return training.fit(
@@ -169,7 +178,7 @@ def test_resuming_from_a_saved_state_repeats_the_uninterrupted_run(kind):
             batch_size=16,
             seed=0,
             first_epoch=first,
-            jit_compile=models.uses_xla(kind),
+            jit_compile=architectures.uses_xla(kind),
         )
 
     straight = fresh()
@@ -187,7 +196,7 @@ def test_resuming_from_a_saved_state_repeats_the_uninterrupted_run(kind):
 def test_vae_adds_its_kl_term_and_samples_only_while_training():
     data = blobs(32)
     training.enable_determinism(0)
-    vae = models.build_autoencoder(8, "vae", seed=0)
+    vae = architectures.build_autoencoder(8, "vae", seed=0)
     np.testing.assert_array_equal(vae(data, training=False), vae(data, training=False))
     assert not np.array_equal(vae(data, training=True), vae(data, training=True))
     vae(data, training=False)

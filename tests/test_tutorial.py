@@ -2,13 +2,15 @@
 
 import pytest
 
-from pipeline.config import load_params
-from pipeline.stages.noise import noisy_copies
-from pipeline.stages.prepare import prepare_split
+from pipeline.core.config import load_params
+from pipeline.data.noise import noisy_copies
+from pipeline.data.preparation import prepare_split
 from tests.conftest import REPO_ROOT
 
-training = pytest.importorskip("pipeline.training")
-models = pytest.importorskip("pipeline.models")
+pytestmark = pytest.mark.e2e  # real MNIST, trained as the tutorial does (about 20 s)
+
+training = pytest.importorskip("pipeline.modelling.training")
+models = pytest.importorskip("pipeline.modelling.architectures")
 
 TUTORIAL_BASIC = [0.2034, 0.1229, 0.1013, 0.0900, 0.0836, 0.0801, 0.0780, 0.0767, 0.0758, 0.0752]
 TUTORIAL_DENOISE = [0.1071, 0.1015, 0.1003, 0.0997, 0.0994, 0.0991, 0.0989, 0.0988, 0.0986, 0.0985]

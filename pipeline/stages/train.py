@@ -1,24 +1,31 @@
-"""Stages `train_basic` (clean -> clean) and `train_denoise` (noisy -> clean)."""
+"""Stages `train_basic` (clean -> clean) and `train_denoise` (noisy -> clean).
+
+python -m pipeline.stages.train basic|denoise
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 import pipeline
-from pipeline import distributed, paths, tracking
-from pipeline.checkpoints import CheckpointDir, HistoryRow, code_digest, fingerprint
-from pipeline.config import Params, TrainParams
-from pipeline.datasets import load_noisy, load_prepared
-from pipeline.errors import DataError, PipelineError
-from pipeline.fsutil import write_csv_atomic
+from pipeline.artifacts.history import HistoryRow, write_history
+from pipeline.core import paths
+from pipeline.core.config import Params, TrainParams
+from pipeline.core.entry import stage_main
+from pipeline.core.errors import DataError, PipelineError
+from pipeline.data.images import load_noisy, load_prepared
+from pipeline.modelling import workers
+from pipeline.modelling.checkpoints import CheckpointDir, code_digest, fingerprint
+from pipeline.tracking import runs
 
-HISTORY_COLUMNS = ("epoch", "loss", "val_loss")
 PACKAGE_DIR = Path(pipeline.__file__).parent
 
 
@@ -62,47 +69,67 @@ def _inputs(stage: TrainingStage, params: Params) -> list[Path]:
 
 
 def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
-    from pipeline import model_io, models
+    from pipeline.modelling import architectures, model_files
 
     if _continues_basic(stage, params):
         # The tutorial keeps training the same model, optimiser state included.
-        model = model_io.load_model(paths.model_file(BASIC.model_name), compile=True)
+        model = model_files.load_model(paths.model_file(BASIC.model_name), compile=True)
         model.optimizer.learning_rate.assign(settings.learning_rate)
         return model
-    return models.compile_for_training(
-        models.build_autoencoder(params.model.encoding_dim, params.model.kind, params.seed),
+    return architectures.compile_for_training(
+        architectures.build_autoencoder(params.model.encoding_dim, params.model.kind, params.seed),
         settings.learning_rate,
     )
 
 
-def run(params: Params, stage: TrainingStage) -> None:
+def launch_workers(params: Params, stage: TrainingStage) -> None:
+    """Run this stage as `distribute.workers` cooperating processes, each given exactly the
+    params this process validated (a copy, so an edit of params.yaml meanwhile changes nothing)."""
+    with tempfile.TemporaryDirectory(prefix="aepipe-workers-") as scratch:
+        params_file = Path(scratch) / "params.yaml"
+        params_file.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline.stages.train",
+            "--params",
+            str(params_file),
+            stage.model_name,
+        ]
+        status = workers.launch(command, params.distribute.workers)
+    if status:
+        raise PipelineError(f"{stage.name}: a training worker exited with status {status}")
+
+
+def run(params: Params, model: str) -> None:
+    stage = STAGES[model]
     multi_worker = params.distribute.strategy == "multi_worker"
-    if multi_worker and distributed.worker_index() is None:
-        status = distributed.launch(sys.argv[1:], params.distribute.workers)
-        if status:
-            raise PipelineError(f"{stage.name}: a training worker exited with status {status}")
+    if multi_worker and workers.worker_index() is None:
+        launch_workers(params, stage)
         return
-    strategy = distributed.strategy() if multi_worker else None
     data = _training_data(stage)
-    if not distributed.is_chief():  # takes part in every gradient sum; writes and logs nothing
+    if multi_worker:
+        from pipeline.modelling import distributed  # TensorFlow loads here, before any op runs
+
+        strategy = distributed.strategy()
+    else:
+        strategy = None
+    if not workers.is_chief():  # takes part in every gradient sum; writes and logs nothing
         _train(params, stage, data, strategy, run=None)
         return
 
-    with tracking.stage_run(stage.name, _inputs(stage, params)) as run:
+    with runs.stage_run(stage.name, _inputs(stage, params)) as run:
         run.log_params(params.flat())
         model, rows, checkpoint = _train(params, stage, data, strategy, run)
-        from pipeline import figures, model_io, models
+        from pipeline.modelling import architectures, model_files
 
         model_path = paths.model_file(stage.model_name)
         history_path = paths.history_file(stage.name)
-        model_io.save_model(model, model_path)
-        write_csv_atomic(
-            history_path, [dict(zip(HISTORY_COLUMNS, row, strict=True)) for row in rows]
-        )
+        model_files.save_model(model, model_path)
+        write_history(history_path, rows)
         run.log_outputs([model_path, history_path])
-        run.log_figure(figures.loss_curves({stage.name: rows}), "figures/loss.png")
         examples = data[2][:5]
-        run.log_keras_model(model, examples, models.predict(model, examples))
+        run.log_keras_model(model, examples, architectures.predict(model, examples))
     if checkpoint:
         checkpoint.clear()
 
@@ -112,10 +139,10 @@ def _train(
     stage: TrainingStage,
     data: tuple[np.ndarray, ...],
     strategy: Any | None,
-    run: tracking.StageRun | None,
+    run: runs.StageRun | None,
 ) -> tuple[Any, list[HistoryRow], CheckpointDir | None]:
     """Train (resuming a checkpoint when one process trains); return model, history, checkpoint."""
-    from pipeline import models, training  # TensorFlow loads here
+    from pipeline.modelling import architectures, training  # TensorFlow loads here
 
     settings: TrainParams = getattr(params, stage.name)
     training.enable_determinism(params.seed)
@@ -125,7 +152,7 @@ def _train(
     checkpoint = None
     if run is not None and strategy is None:
         checkpoint = CheckpointDir(
-            paths.STATE_DIR / "checkpoints" / stage.name,
+            paths.CHECKPOINTS_DIR / stage.name,
             fingerprint(stage.name, params.flat(), run.input_md5s, code_digest(PACKAGE_DIR)),
         )
         if resumed := checkpoint.load():
@@ -152,6 +179,12 @@ def _train(
             step=result.epoch,
         )
 
+    if strategy:
+        from pipeline.modelling.distributed import MultiWorkerRunner
+
+        runner = MultiWorkerRunner(strategy, model, settings.batch_size)
+    else:
+        runner = None
     training.fit(
         model,
         *data,
@@ -160,9 +193,11 @@ def _train(
         seed=params.seed,
         first_epoch=len(rows) + 1,
         on_epoch_end=end_of_epoch,
-        jit_compile=models.uses_xla(params.model.kind),
-        runner=distributed.MultiWorkerRunner(strategy, model, settings.batch_size)
-        if strategy
-        else None,
+        jit_compile=architectures.uses_xla(params.model.kind),
+        runner=runner,
     )
     return model, rows, checkpoint
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("train", run, choices={"model": tuple(STAGES)}))

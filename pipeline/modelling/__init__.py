@@ -1,0 +1,7 @@
+"""The networks and how they are trained.
+
+`architectures`, `training`, `distributed` and `model_files` import TensorFlow and Keras (about
+4.5 s), so stages import them only after params and data have been checked. `workers` (starting
+the processes of multi-worker training, which must happen before TensorFlow loads) and
+`checkpoints` do not import it.
+"""

@@ -1,0 +1,82 @@
+"""Read-only lookups in the MLflow store: which runs produced an output, a run's summary, the model
+a run logged. Never creates a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import TrackingError
+from pipeline.tracking.store import configured_uri, ensure_reachable, experiment_name
+from pipeline.tracking.tags import TAG_GROUP, TAG_OUT, TAG_STAGE, tagged_md5s
+
+
+class RunFinder:
+    """Read-only lookups in the MLflow store; never creates one."""
+
+    def __init__(self, client: Any, experiment_id: str, uri: str):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.uri = uri
+
+    @classmethod
+    def open_existing(cls) -> RunFinder | None:
+        """The configured store, or None if the embedded store was never created."""
+        uri, _ = configured_uri()
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            return None
+        ensure_reachable(uri)
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(experiment_name())
+        return cls(client, experiment.experiment_id, uri) if experiment else None
+
+    def producing(self, path: str, md5: str) -> list[dict[str, str]]:
+        """Summaries of the runs tagged as having produced `path` with this md5, newest first."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_OUT}{path}` = '{md5}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return [{**self.summary(run), "link": self.link(run.info.run_id)} for run in found]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        import mlflow
+
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            raise TrackingError(f"no MLflow run {run_id!r} in {self.uri}") from None
+        outputs = tagged_md5s(run.data.tags, TAG_OUT)
+        return {**self.summary(run), "link": self.link(run_id), "outputs": outputs}
+
+    def logged_model(self, run_id: str) -> Any | None:
+        """The model that run `run_id` logged with MLflow's Keras flavour, if any."""
+        import mlflow
+
+        models = mlflow.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"source_run_id = '{run_id}'",
+            output_format="list",
+        )
+        return models[0] if models else None
+
+    @staticmethod
+    def summary(run: Any) -> dict[str, str]:
+        tags = run.data.tags
+        return {
+            "run_id": run.info.run_id,
+            "stage": tags.get(TAG_STAGE, ""),
+            "status": run.info.status,
+            "git_commit": tags.get("git.commit", ""),
+            "git_dirty": tags.get("git.dirty", ""),
+            "dvc_experiment": tags.get("dvc.exp_name", ""),
+            "pipeline_run": tags.get(TAG_GROUP, ""),
+        }
+
+    def link(self, run_id: str) -> str:
+        """Where to open the run: the server's page, or the page of `make ui`."""
+        base = self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"

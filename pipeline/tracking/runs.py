@@ -1,0 +1,164 @@
+"""The MLflow run of each stage: nested under one run per `dvc repro` / `dvc exp run`, tagged
+with the lineage (git commit, md5 of every input and output as `dvc.lock` records it, DVC
+experiment) that joins it to `dvc.lock`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import flatten
+from pipeline.core.errors import TrackingError
+from pipeline.core.files import dvc_md5
+from pipeline.tracking import provenance
+from pipeline.tracking.store import configured_uri, ensure_reachable, experiment_name, store_lock
+from pipeline.tracking.tags import TAG_DEP, TAG_GROUP, TAG_OUT, TAG_ROLE, TAG_STAGE, tagged_md5s
+
+
+def _experiment_id(client: Any, artifact_dir: Path | None) -> str:
+    name = experiment_name()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = artifact_dir.as_uri() if artifact_dir else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, str]) -> str:
+    """The run that groups every stage of one pipeline run, created by its first stage."""
+    query = f"tags.`{TAG_GROUP}` = '{group}' and tags.`{TAG_ROLE}` = 'pipeline'"
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
+    shared = {k: v for k, v in tags.items() if k != TAG_STAGE and not k.startswith(TAG_DEP)}
+    run = client.create_run(experiment_id, run_name=name, tags={**shared, TAG_ROLE: "pipeline"})
+    return run.info.run_id
+
+
+def lineage_tags(stage: str, inputs: list[Path], git: provenance.GitState) -> dict[str, str]:
+    """Tags that tie a run to the code, data and DVC experiment it came from."""
+    tags = {
+        TAG_STAGE: stage,
+        TAG_GROUP: provenance.pipeline_run_id(),
+        "git.commit": git.commit,
+        "git.dirty": str(git.dirty).lower(),
+        "mlflow.source.git.commit": git.commit,
+    }
+    tags.update({f"dvc.exp_{key}": value for key, value in provenance.dvc_experiment().items()})
+    tags.update(
+        {f"version.{name}": version for name, version in provenance.package_versions().items()}
+    )
+    tags.update(output_tags(inputs, TAG_DEP))
+    return tags
+
+
+def output_tags(files: list[Path], prefix: str = TAG_OUT) -> dict[str, str]:
+    return {f"{prefix}{path.as_posix()}": dvc_md5(path) for path in files}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class StageRun:
+    """A started MLflow run for one stage; use through `stage_run`."""
+
+    def __init__(self, mlflow: Any, run_id: str, input_md5s: dict[str, str]):
+        self.mlflow = mlflow
+        self.run_id = run_id
+        self.input_md5s = input_md5s  # path -> md5 of each input, as DVC computes it
+
+    def take_over(self, interrupted_run_id: str, epochs_done: int) -> None:
+        """Record that this run resumes an interrupted one, and end that one as KILLED."""
+        client = self.mlflow.MlflowClient()
+        try:
+            if client.get_run(interrupted_run_id).info.status == "RUNNING":
+                client.set_terminated(interrupted_run_id, "KILLED")
+        except self.mlflow.exceptions.MlflowException:
+            pass  # logged to another store, or deleted
+        self.mlflow.set_tags(
+            {
+                "aepipe.resumed_from_run": interrupted_run_id,
+                "aepipe.resumed_after_epoch": epochs_done,
+            }
+        )
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.mlflow.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_metric_tree(self, tree: dict) -> None:
+        """The numeric leaves of a nested dict (metrics.json), with dotted keys."""
+        self.log_metrics(
+            {key: float(value) for key, value in flatten(tree).items() if _is_number(value)}
+        )
+
+    def log_artifact(self, path: Path, directory: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=directory)
+
+    def log_keras_model(self, model: Any, example_inputs: Any, example_outputs: Any) -> None:
+        """Log with MLflow's Keras flavour and a signature (name `model`)."""
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        versions = provenance.package_versions()
+        mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example_inputs, example_outputs),
+            # Listed, not inferred: inference reloads the model in a subprocess (~10 s).
+            pip_requirements=[
+                f"tensorflow-cpu=={versions['tensorflow-cpu']}",
+                f"keras=={versions['keras']}",
+            ],
+        )
+
+    def log_outputs(self, outputs: list[Path]) -> None:
+        """Tag each DVC output with its md5 and store its exact bytes under `dvc_outputs/`."""
+        self.mlflow.set_tags(output_tags(outputs))
+        for path in outputs:
+            if path.is_dir():
+                self.mlflow.log_artifacts(str(path), f"dvc_outputs/{path.as_posix()}")
+            else:
+                self.log_artifact(path, f"dvc_outputs/{path.parent.as_posix()}")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
+    """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
+
+    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C / SIGTERM), never left RUNNING.
+    """
+    uri, artifact_dir = configured_uri()
+    ensure_reachable(uri)
+    import mlflow  # imported here: 1-2 s, and only stages that log need it
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    git = provenance.git_state()
+    tags = lineage_tags(stage, inputs, git)
+    try:
+        with store_lock():  # the first use creates the SQLite schema; queue workers must wait
+            experiment_id = _experiment_id(client, artifact_dir)
+            parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
+    except Exception as exc:
+        raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
+    tags["mlflow.parentRunId"] = parent_id
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+    status = "FAILED"
+    try:
+        if git.diff:  # the commit alone does not say which code ran
+            mlflow.log_text(git.diff, "lineage/uncommitted.diff")
+        yield StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status)
+        client.set_terminated(parent_id, status)
