@@ -42,6 +42,7 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("MLFLOW_", "DVC_", "AEPIPE_PIPELINE"))
+        and key != "PYTHONDONTWRITEBYTECODE"  # a user's Python writes __pycache__/ into the code
     }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["AEPIPE_CACHE_DIR"] = os.environ.get(

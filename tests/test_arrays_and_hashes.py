@@ -71,3 +71,22 @@ def test_dvc_md5_matches_dvc_itself(tmp_path):
     _, _, tree = build(odb, str(directory), fs, "md5")
     assert dvc_md5(directory) == tree.hash_info.value
     assert dvc_md5(directory / "a.txt") == file_digest(directory / "a.txt")
+
+
+def test_dvc_md5_leaves_out_what_dvcignore_leaves_out(tmp_path):
+    """Code deps are directories that Python writes `__pycache__/` into; DVC ignores it."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+
+    repo = Repo.init(str(tmp_path), no_scm=True)
+    (tmp_path / ".dvcignore").write_text("# bytecode\n__pycache__/\n*.pyc\n")
+    code = tmp_path / "pipeline" / "modelling"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "training.py").write_text("LOOP = 1\n")
+    (code / "__pycache__" / "training.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    (code / "stale.pyc").write_bytes(b"\x01")
+    repo = Repo(str(tmp_path))  # reads the new .dvcignore
+    odb = HashFileDB(repo.fs, str(tmp_path / "odb"))
+    _, _, tree = build(odb, str(code), repo.fs, "md5", ignore=repo.dvcignore)
+    assert dvc_md5(code) == tree.hash_info.value

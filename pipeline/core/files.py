@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -59,17 +59,33 @@ def file_digest(path: str | Path, algorithm: str = "md5") -> str:
 
 
 def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC records for a file or directory output (`<md5>.dir` for directories)."""
+    """The md5 DVC records for a file or directory (`<md5>.dir` for directories), leaving out
+    what the repository's `.dvcignore` leaves out (Python's `__pycache__/` in code deps)."""
     path = Path(path)
     if not path.is_dir():
         return file_digest(path)
+    ignored = _dvcignored(path)
     entries = sorted(
         (
             {"md5": file_digest(file), "relpath": file.relative_to(path).as_posix()}
             for file in path.rglob("*")
-            if file.is_file()
+            if file.is_file() and not ignored(file)
         ),
         key=lambda entry: entry["relpath"],
     )
     listing = json.dumps(entries, sort_keys=True).encode("utf-8")
     return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def _dvcignored(path: Path) -> Callable[[Path], bool]:
+    """Whether DVC ignores a file under `path`, by the `.dvcignore` at the root of the DVC
+    repository holding it (gitignore rules); nothing is ignored outside a DVC repository."""
+    root = next((d for d in (path, *path.resolve().parents) if (d / ".dvc").is_dir()), None)
+    patterns = root / ".dvcignore" if root else None
+    if patterns is None or not patterns.is_file():
+        return lambda file: False
+    import pathspec
+
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns.read_text().splitlines())
+    base = root.resolve()
+    return lambda file: spec.match_file(file.resolve().relative_to(base).as_posix())
