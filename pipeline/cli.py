@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,17 +97,25 @@ def _server(args: argparse.Namespace) -> None:
         state_dir=args.dir or paths.repository_root() / paths.STATE_DIR / "server",
         port=args.port,
         db_port=args.db_port,
-        db_password=os.environ.get("AEPIPE_DB_PASSWORD", "mlflow"),
     )
     if args.action == "start":
-        seconds = server.start(config)
-        print(f"MLflow tracking server on PostgreSQL is up ({seconds:.1f} s). Use it with:")
+        seconds, already = server.start(config)
+        state = "was already running" if already else f"is up ({seconds:.1f} s)"
+        print(f"MLflow tracking server on PostgreSQL {state}. Use it with:")
         print(f"  export MLFLOW_TRACKING_URI={config.uri}")
     elif args.action == "stop":
-        server.stop(config)
-        print("stopped the MLflow server and PostgreSQL")
+        for line in server.stop(config):
+            print(line)
     else:
         print(server.status(config))
+
+
+def _restore(args: argparse.Namespace) -> None:
+    from pipeline.core.paths import repository_root
+    from pipeline.ops.workspace import restore
+
+    for line in restore(repository_root()):
+        print(f"restored {line}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the experiments based on this commit (repeatable)",
     )
     compare.add_argument("--json", action="store_true", help="print JSON")
+    add(
+        "restore",
+        _restore,
+        "after a failed run: params.yaml, dvc.lock and outputs back as last committed",
+    )
     server = add("server", _server, "team MLflow tracking server on PostgreSQL")
     server.add_argument("action", choices=("start", "stop", "status"))
     server.add_argument("--dir", type=Path, help="state directory (default: .aepipe/server)")

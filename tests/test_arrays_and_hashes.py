@@ -1,9 +1,13 @@
+import io
+import tracemalloc
+import zipfile
+
 import numpy as np
 import pytest
 
 from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, dvc_md5, file_digest
-from pipeline.data.arrays import ArraySpec, load_array, save_arrays
+from pipeline.data.arrays import ArraySpec, load_array, read_npz, save_arrays
 from tests.conftest import error_message
 
 SPEC = ArraySpec("float32", (None, 4), (0.0, 1.0))
@@ -90,3 +94,84 @@ def test_dvc_md5_leaves_out_what_dvcignore_leaves_out(tmp_path):
     odb = HashFileDB(repo.fs, str(tmp_path / "odb"))
     _, _, tree = build(odb, str(code), repo.fs, "md5", ignore=repo.dvcignore)
     assert dvc_md5(code) == tree.hash_info.value
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.py"
+    outside.write_text("X = 1\n")
+    (code / "linked.py").symlink_to(outside)  # a code file kept elsewhere
+    assert dvc_md5(code) != tree.hash_info.value  # hashed through the link, not a crash
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=array.dtype.hasobject)
+    return buffer.getvalue()
+
+
+def test_a_header_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as handle:  # a valid header claiming 4 TB, then 64 bytes
+        header = {"descr": "<f4", "fortran_order": False, "shape": (1275510204, 784)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(b"\0" * 64)
+    tracemalloc.start()
+    try:
+        message = error_message(DataError, load_array, path, ArraySpec("float32", (None, 784)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "header claims shape (1275510204, 784)" in message and "64 bytes follow" in message
+    assert peak < 1_000_000
+
+
+def test_npz_members_are_checked_before_they_are_unpacked(tmp_path):
+    specs = {"x": ArraySpec("uint8", (10_000, 784))}
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", npy_bytes(np.zeros((10_000, 784), np.uint8)))  # 7.8 MB of 0
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        message = error_message(DataError, read_npz, bomb, specs, 1_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "would take 7,840,128 bytes unpacked, more than 1,000,000" in message
+    assert peak < 1_000_000
+    assert read_npz(bomb, specs, 10_000_000)["x"].shape == (10_000, 784)
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        ({"x.npy": b"not an array at all"}, "x: not a .npy array file"),
+        ({"x.npy": npy_bytes(np.zeros(3, np.uint8)), "run.sh": b"rm -rf /"}, "holds 'run.sh'"),
+        ({"y.npy": npy_bytes(np.zeros((2, 784), np.uint8))}, "holds arrays ['y'], expected ['x']"),
+        ({"x.npy": npy_bytes(np.array(["a"], object))}, "dtype object, expected numbers"),
+        ({"x.npy": npy_bytes(np.zeros((2, 784), np.float64))}, "dtype float64, expected uint8"),
+        ({"x.npy": npy_bytes(np.zeros((2, 784), np.uint8))[:-10]}, "(truncated or corrupted)"),
+    ],
+    ids=["garbage", "stranger", "wrong name", "objects", "wrong dtype", "short"],
+)
+def test_hostile_npz_files_are_refused_in_one_line(tmp_path, members, expected):
+    path = tmp_path / "a.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    message = error_message(
+        DataError, read_npz, path, {"x": ArraySpec("uint8", (None, 784))}, 10**8
+    )
+    assert expected in message and "\n" not in message
+
+
+def test_npz_round_trips_every_shape_and_order(tmp_path):
+    arrays = {
+        "scalar": np.array(7, np.int64),
+        "vector": np.arange(5, dtype=np.float32),
+        "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        "empty": np.zeros((0, 784), np.float32),
+    }
+    np.savez(tmp_path / "a.npz", **arrays)
+    loaded = read_npz(tmp_path / "a.npz", None, 10**6)
+    for name, array in arrays.items():
+        assert loaded[name].shape == array.shape and loaded[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(loaded[name], array)
+        assert loaded[name].flags["C_CONTIGUOUS"] and loaded[name].flags["WRITEABLE"]

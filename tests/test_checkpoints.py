@@ -11,7 +11,8 @@ from pipeline.modelling.checkpoints import CheckpointDir
 @pytest.fixture
 def checkpoint(tmp_path):
     saved = CheckpointDir(tmp_path / "train_basic", key="params-inputs-code")
-    saved.save([(1, 0.5, 0.4), (2, 0.3, 0.35)], [np.arange(3.0), np.ones((2, 2))], "run-1")
+    state = [np.arange(3.0), np.ones((2, 2)), np.array(4, np.int64)]  # an optimizer step is 0-d
+    saved.save([(1, 0.5, 0.4), (2, 0.3, 0.35)], state, "run-1")
     return saved
 
 
@@ -20,6 +21,7 @@ def test_a_saved_epoch_is_resumed_with_its_run(checkpoint):
     assert resumed.rows == [(1, 0.5, 0.4), (2, 0.3, 0.35)]
     assert resumed.run_id == "run-1"
     np.testing.assert_array_equal(resumed.state[1], np.ones((2, 2)))
+    assert resumed.state[2].shape == () and resumed.state[2] == 4
     assert CheckpointDir(checkpoint.directory, key="other").load() is None
 
 
@@ -43,4 +45,25 @@ def test_a_damaged_state_file_starts_afresh(checkpoint, damage):
 
 def test_a_state_file_that_is_not_an_object_starts_afresh(checkpoint):
     checkpoint.state_file.write_text("[1, 2]")
+    assert checkpoint.load() is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b"PK\x03\x04 not a zip", b"\x00" * 100],
+    ids=["empty", "broken zip", "zeros"],
+)
+def test_a_damaged_arrays_file_starts_afresh(checkpoint, damage):
+    state = json.loads(checkpoint.state_file.read_text())
+    (checkpoint.directory / state["arrays"]).write_bytes(damage)
+    assert checkpoint.load() is None
+
+
+@pytest.mark.parametrize(
+    "rows", [[], [[2, 0.3, 0.3]], [[1, 0.5, 0.4], [3, 0.3, 0.3]]], ids=["none", "gap", "skip"]
+)
+def test_epochs_that_do_not_count_up_from_one_start_afresh(checkpoint, rows):
+    state = json.loads(checkpoint.state_file.read_text())
+    state["rows"] = rows
+    checkpoint.state_file.write_text(json.dumps(state))
     assert checkpoint.load() is None

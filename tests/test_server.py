@@ -1,21 +1,31 @@
-"""`aepipe server`: the team's MLflow tracking server on PostgreSQL (started and used for real in
-`test_e2e.py`)."""
+"""`aepipe server`: the team's MLflow tracking server on PostgreSQL. What can be checked without
+starting it is here; `test_e2e.py` starts it for real and runs the pipeline against it."""
 
+import http.server
+import json
+import os
+import stat
+import subprocess
+import threading
+
+import psutil
 import pytest
 
-from pipeline.ops import server
+from pipeline.core.errors import PipelineError
+from pipeline.ops import postgres, server
+from tests.conftest import error_message, free_port
 
 
 def test_as_root_postgres_runs_through_runuser_found_off_path(monkeypatch):
-    monkeypatch.setattr(server.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(postgres.os, "geteuid", lambda: 0)
     searched = []
 
     def which(name, path=None):
         searched.append(path)
         return "/usr/sbin/runuser" if path == "/usr/sbin:/sbin" else None
 
-    monkeypatch.setattr(server.shutil, "which", which)
-    assert server._as_postgres(["pg_ctl", "status"]) == [
+    monkeypatch.setattr(postgres.shutil, "which", which)
+    assert postgres._as_postgres(["pg_ctl", "status"]) == [
         "/usr/sbin/runuser",
         "-u",
         "postgres",
@@ -24,8 +34,99 @@ def test_as_root_postgres_runs_through_runuser_found_off_path(monkeypatch):
         "status",
     ]
     assert searched == [None, "/usr/sbin:/sbin"]
-    monkeypatch.setattr(server.shutil, "which", lambda name, path=None: None)
-    with pytest.raises(server.PipelineError, match="needs `runuser`"):
-        server._as_postgres(["pg_ctl", "status"])
-    monkeypatch.setattr(server.os, "geteuid", lambda: 1000)
-    assert server._as_postgres(["pg_ctl", "status"]) == ["pg_ctl", "status"]
+    monkeypatch.setattr(postgres.shutil, "which", lambda name, path=None: None)
+    with pytest.raises(PipelineError, match="needs `runuser`"):
+        postgres._as_postgres(["pg_ctl", "status"])
+    monkeypatch.setattr(postgres.os, "geteuid", lambda: 1000)
+    assert postgres._as_postgres(["pg_ctl", "status"]) == ["pg_ctl", "status"]
+
+
+@pytest.fixture
+def bystander():
+    """A process this project did not start (as far as the server's record is concerned)."""
+    process = subprocess.Popen(["sleep", "300"])
+    yield psutil.Process(process.pid)
+    process.kill()
+    process.wait()
+
+
+def test_stop_never_signals_a_process_the_record_no_longer_names(tmp_path, bystander):
+    config = server.ServerConfig(state_dir=tmp_path)
+    for started in (bystander.create_time() - 100, bystander.create_time()):
+        # pid reused by another program (other start time), or the same process but no MLflow
+        config.record_file.write_text(json.dumps({"pid": bystander.pid, "started": started}))
+        assert server.stop_tracking(config) == "the MLflow server was not running"
+        assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+        assert not config.record_file.exists()  # the stale record is gone
+
+
+@pytest.mark.parametrize("content", ["abc", "1234", '{"pid": "x"}', "[]"])
+def test_a_record_this_project_did_not_write_is_refused_in_one_line(tmp_path, content):
+    config = server.ServerConfig(state_dir=tmp_path)
+    config.record_file.write_text(content)
+    message = error_message(PipelineError, server.stop, config)
+    assert "mlflow.json: not a record of a server this project started; nothing signalled" in (
+        message
+    )
+    assert config.record_file.read_text() == content
+
+
+class Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200 and a page: /health looks fine, MLflow's API does not."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def impostor():
+    listener = http.server.HTTPServer(("127.0.0.1", free_port()), Impostor)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    yield listener.server_address[1]
+    listener.shutdown()
+
+
+def test_start_does_not_adopt_whatever_answers_on_its_port(tmp_path, impostor):
+    assert server.answers(f"http://127.0.0.1:{impostor}")  # /health alone would be fooled
+    assert not server.speaks_mlflow(f"http://127.0.0.1:{impostor}")
+    config = server.ServerConfig(state_dir=tmp_path / "state", port=impostor, db_port=free_port())
+    message = error_message(PipelineError, server.start, config)
+    assert f"port {impostor} is taken by pid {os.getpid()}" in message
+    assert "not by an MLflow server this project started" in message and "--port" in message
+    assert not (tmp_path / "state").exists()  # nothing was started or created
+
+
+def test_start_refuses_a_database_port_taken_by_another_program(tmp_path, impostor):
+    config = server.ServerConfig(state_dir=tmp_path / "state", port=free_port(), db_port=impostor)
+    message = error_message(PipelineError, server.start, config)
+    assert f"port {impostor} is taken by" in message and "--db-port" in message
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_database_password_is_random_private_and_replaceable(tmp_path, monkeypatch):
+    monkeypatch.delenv(server.PASSWORD_ENV, raising=False)
+    config = server.ServerConfig(state_dir=tmp_path)
+    first = server.database_password(config)
+    assert len(first) >= 24 and first == server.database_password(config)
+    assert stat.S_IMODE(config.password_file.stat().st_mode) == 0o600
+    assert server.database_password(server.ServerConfig(state_dir=tmp_path / "b")) != first
+    monkeypatch.setenv(server.PASSWORD_ENV, "it's @:/#\\ secret")
+    assert server.database_password(config) == "it's @:/#\\ secret"
+
+
+def test_passwords_are_quoted_for_sql_and_for_the_uri():
+    assert postgres.sql_literal("it's") == "'it''s'"
+    assert postgres.sql_literal("a\\b") == "'a\\b'"  # standard conforming strings
+    uri = postgres.backend_uri("127.0.0.1", 5433, "p@ss:w/rd#1'%")
+    assert uri == "postgresql+psycopg2://mlflow:p%40ss%3Aw%2Frd%231%27%25@127.0.0.1:5433/mlflow"
+    from sqlalchemy.engine import make_url
+
+    assert make_url(uri).password == "p@ss:w/rd#1'%"
+    with pytest.raises(PipelineError, match="NUL"):
+        postgres.sql_literal("a\0b")

@@ -94,3 +94,46 @@ def test_git_state_ignores_pipeline_outputs(tmp_path):
     state = provenance.git_state(tmp_path)
     assert state.dirty is True and "+v2" in state.diff
     assert provenance.git_state(Path("/")).commit == "unknown"
+
+
+def test_runs_whose_process_died_are_marked_killed_and_no_others(tmp_path, monkeypatch):
+    """A SIGKILL leaves a run RUNNING; the next stage that starts ends it (and its pipeline
+    run) as KILLED: only runs of this repository, and only if their process is gone."""
+    import subprocess
+    import sys
+
+    import mlflow
+    import psutil
+
+    from pipeline.tracking import runs
+    from pipeline.tracking.tags import TAG_PROCESS, TAG_REPOSITORY
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("autoencoder")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_identity = provenance.process_identity(psutil.Process(dead.pid))
+    dead.wait()
+    alive_identity = provenance.process_identity(psutil.Process())
+    here, elsewhere = str(tmp_path), "/some/other/repository"
+
+    def running(identity, repository):
+        tags = {TAG_PROCESS: identity, TAG_REPOSITORY: repository}
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    orphan = running(dead_identity, here)
+    live = running(alive_identity, here)
+    other_repository = running(dead_identity, elsewhere)
+    other_host = running("another-host:1:1.0", here)
+    assert runs.end_orphaned_runs(client, experiment) == [orphan]
+    status = {
+        run: client.get_run(run).info.status for run in (orphan, live, other_repository, other_host)
+    }
+    assert status == {
+        orphan: "KILLED",
+        live: "RUNNING",
+        other_repository: "RUNNING",
+        other_host: "RUNNING",
+    }
+    assert runs.end_orphaned_runs(client, experiment) == []

@@ -18,7 +18,7 @@ from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import dvc_md5
 from pipeline.tracking import provenance
-from pipeline.tracking.finder import RunFinder
+from pipeline.tracking.finder import RUN_ID, RunFinder
 
 WORKSPACE = "workspace"
 
@@ -121,8 +121,8 @@ class LockHistory:
 
 
 class Tracer:
-    def __init__(self, root: Path, runs: RunFinder | None):
-        self.history = LockHistory(root)
+    def __init__(self, history: LockHistory, runs: RunFinder | None):
+        self.history = history
         self.runs = runs
         self.seen: set[tuple[str, str]] = set()
 
@@ -180,18 +180,46 @@ def code_state(root: Path) -> dict[str, Any]:
     return {"commit": git.commit, "code_dirty": git.dirty, "dvc_lock_uncommitted": lock_changed}
 
 
+def recorded_output(target: str, root: Path, history: LockHistory) -> str | None:
+    """The DVC output (as dvc.lock names it) that the path `target` is, or lies inside; None
+    when `target` is not a path inside the repository at all. Refuses paths that no dvc.lock
+    version records as (part of) an output, before anything is hashed."""
+    if not target.strip():
+        raise PipelineError("give a file (e.g. models/denoise.keras) or an MLflow run id")
+    path = (root / target).resolve()
+    if not path.exists():
+        return None
+    base = root.resolve()
+    if not path.is_relative_to(base):
+        raise PipelineError(f"{target}: outside the repository {base}")
+    relative = path.relative_to(base).as_posix()
+    outputs = {out for record in history.records for out in record.outs}
+    holding = [out for out in outputs if relative == out or relative.startswith(out + "/")]
+    if not holding:
+        known = ", ".join(
+            sorted(out for r in history.records if r.revision == WORKSPACE for out in r.outs)
+        )
+        raise PipelineError(f"{target}: not an output of any stage in dvc.lock (outputs: {known})")
+    return holding[0]
+
+
 def lineage_of(target: str, root: Path) -> dict[str, Any]:
-    """The lineage of a file (model or any DVC output) or of an MLflow run id, as a dict."""
+    """The lineage of a DVC output (a model, a report, a data directory or a file in one) or of
+    an MLflow run id, as a dict."""
+    history = LockHistory(root)
+    output = recorded_output(target, root, history)
     runs = RunFinder.open_existing()
-    tracer = Tracer(root, runs)
-    path = Path(target)
-    if (root / path).exists():
-        relative = (root / path).resolve().relative_to(root.resolve()).as_posix()
-        steps = [tracer.trace(relative, dvc_md5(root / relative))]
-        origin = {"file": relative}
+    tracer = Tracer(history, runs)
+    if output is not None:
+        steps = [tracer.trace(output, dvc_md5(root / output))]
+        origin = {"file": output}
+    elif not RUN_ID.fullmatch(target):
+        raise PipelineError(
+            f"{target}: no such file, and not an MLflow run id (32 hexadecimal digits)"
+        )
     else:
         if runs is None:
-            raise PipelineError(f"{target}: no such file, and no MLflow store to look it up in")
+            raise PipelineError(f"{target}: no MLflow store to look the run up in")
         run = runs.run(target)
         steps = [tracer.trace(out, md5) for out, md5 in run["outputs"].items()]
         origin = {"mlflow_run": run}

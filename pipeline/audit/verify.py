@@ -3,23 +3,20 @@
 Checked: each output recorded in the workspace `dvc.lock` exists with its md5; each stage's
 inputs and params still match what the stage ran on (else its outputs are stale); and for each
 output logged to MLflow, the newest run that claims it stored exactly those bytes, both the
-`dvc_outputs/` copy and, for models, the model logged with MLflow's Keras flavour.
+`dvc_outputs/` copy and, for models, the file inside the logged MLflow model.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from pipeline.artifacts.keras_archive import canonical_keras_bytes
 from pipeline.audit.lineage import WORKSPACE, LockHistory, StageRecord
-from pipeline.core.config import flatten
+from pipeline.core.config import flatten, read_yaml
+from pipeline.core.errors import ParamsError, one_line
 from pipeline.core.files import dvc_md5
 from pipeline.tracking.finder import RunFinder
 
@@ -92,22 +89,26 @@ def check_inputs(record: StageRecord, md5_of: Md5Of, params: dict) -> list[Findi
     return [Finding(True, f"stage {record.stage}", "inputs and params as when it ran")]
 
 
+class _ArtifactMissing(Exception):
+    """An artifact a run claims is not in the MLflow store (moved, deleted, `rm -rf mlruns`)."""
+
+
 def _downloaded_md5(runs: RunFinder, digest: Callable[[Path], str], **artifact: str) -> str:
     """`digest` of an MLflow artifact (`run_id` + `artifact_path`, or `artifact_uri`)."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as scratch:
-        return digest(
-            Path(
-                mlflow.artifacts.download_artifacts(
-                    **artifact, dst_path=scratch, tracking_uri=runs.uri
-                )
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(
+                **artifact, dst_path=scratch, tracking_uri=runs.uri
             )
-        )
+        except (mlflow.exceptions.MlflowException, OSError) as exc:
+            raise _ArtifactMissing(one_line(exc)) from None
+        return digest(Path(downloaded))
 
 
-def _canonical_keras_md5(archive: Path) -> str:
-    return hashlib.md5(canonical_keras_bytes(archive.read_bytes())).hexdigest()
+def _missing(subject: str, reason: _ArtifactMissing) -> Finding:
+    return Finding(False, subject, f"artifact missing from the MLflow store ({reason})")
 
 
 def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
@@ -118,39 +119,54 @@ def check_mlflow(record: StageRecord, runs: RunFinder) -> list[Finding]:
             findings.append(Finding(False, path, f"no MLflow run records md5 {md5}"))
             continue
         run_id = claims[0]["run_id"]
-        stored = _downloaded_md5(runs, dvc_md5, run_id=run_id, artifact_path=f"dvc_outputs/{path}")
-        findings.append(
-            Finding(
-                stored == md5,
-                f"{path} in MLflow run {run_id}",
-                f"artifact md5 {stored}"
-                + (" as in dvc.lock" if stored == md5 else f", dvc.lock records {md5}"),
+        subject = f"{path} in MLflow run {run_id}"
+        try:
+            stored = _downloaded_md5(
+                runs, dvc_md5, run_id=run_id, artifact_path=f"dvc_outputs/{path}"
             )
-        )
+        except _ArtifactMissing as reason:
+            findings.append(_missing(subject, reason))
+        else:
+            findings.append(
+                Finding(
+                    stored == md5,
+                    subject,
+                    f"artifact md5 {stored}"
+                    + (" as in dvc.lock" if stored == md5 else f", dvc.lock records {md5}"),
+                )
+            )
         if path.endswith(".keras"):
             findings.append(_check_logged_model(runs, run_id, path, md5))
     return findings
 
 
 def _check_logged_model(runs: RunFinder, run_id: str, path: str, md5: str) -> Finding:
-    subject = f"{path} as MLflow Keras model of run {run_id}"
+    subject = f"{path} as the MLflow model of run {run_id}"
     logged = runs.logged_model(run_id)
     if logged is None:
         return Finding(False, subject, "no logged model")
-    stored = _downloaded_md5(
-        runs, _canonical_keras_md5, artifact_uri=f"{logged.artifact_location}/data/model.keras"
-    )
+    try:
+        stored = _downloaded_md5(
+            runs, dvc_md5, artifact_uri=f"{logged.artifact_location}/artifacts/{Path(path).name}"
+        )
+    except _ArtifactMissing as reason:
+        return _missing(subject, reason)
     if stored == md5:
-        return Finding(True, subject, "same weights and config, byte for byte")
-    return Finding(False, subject, f"md5 {stored} (canonical) differs from {md5} in dvc.lock")
+        return Finding(True, subject, "the same file, byte for byte")
+    return Finding(False, subject, f"md5 {stored} differs from {md5} in dvc.lock")
 
 
 def verify(root: Path) -> list[Finding]:
     records = [r for r in LockHistory(root).records if r.revision == WORKSPACE]
     if not records:
         return [Finding(False, "dvc.lock", "missing or empty: run `dvc repro` first")]
-    params = flatten(yaml.safe_load((root / "params.yaml").read_text()) or {})
     findings, md5_of = [], md5s_under(root)
+    try:
+        raw = read_yaml((root / "params.yaml").read_text(), "params.yaml")
+        params = flatten(raw if isinstance(raw, dict) else {})
+    except (OSError, UnicodeDecodeError, ParamsError) as exc:
+        params = {}
+        findings.append(Finding(False, "params.yaml", f"unreadable, params not compared ({exc})"))
     for record in records:
         findings += check_outputs(record, md5_of)
         findings += check_inputs(record, md5_of, params)

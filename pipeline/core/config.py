@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,14 +27,11 @@ NAMED_SOURCES = ("auto", "keras", "pypi")
 
 
 def _number_not_bool(value: Any) -> Any:
-    # YAML 1.1 reads `1e-3` as a string, and so does `dvc exp run -S lr=1e-3`; accept it.
+    """A YAML number, nothing that merely converts to one (`true`, `'1_0'`, `'1e-3'`)."""
     if isinstance(value, bool):
         raise ValueError("expected a number, not a boolean")
     if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"expected a number, got the text {value!r}") from None
+        raise ValueError(f"expected a number, got the text {value!r}")
     return value
 
 
@@ -44,7 +40,7 @@ Seed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataParams(_Section):
@@ -71,7 +67,7 @@ class DataParams(_Section):
 
 
 class NoiseParams(_Section):
-    factor: Float = Field(ge=0.0, le=5.0, description="std of the Gaussian noise added")
+    factor: Float = Field(gt=0.0, le=5.0, description="std of the Gaussian noise added")
     seed: Seed = Field(description="seed of the noise generator")
 
 
@@ -106,7 +102,7 @@ class DistributeParams(_Section):
     )
 
 
-NoiseFactor = Annotated[float, BeforeValidator(_number_not_bool), Field(ge=0.0, le=5.0)]
+NoiseFactor = Annotated[Float, Field(gt=0.0, le=5.0)]
 
 
 class EvaluateParams(_Section):
@@ -117,7 +113,7 @@ class EvaluateParams(_Section):
         min_length=1,
         max_length=20,
         description="noise factors of the PSNR-against-noise curve",
-        json_schema_extra={"allowed": "1 to 20 numbers, each 0 to 5"},
+        json_schema_extra={"allowed": "1 to 20 numbers, each > 0 and ≤ 5"},
     )
     robustness_size: StrictInt = Field(
         ge=1,
@@ -145,6 +141,12 @@ class Params(_Section):
                     f"{stage}.batch_size = {batch_size}: must not exceed "
                     f"data.train_size = {self.data.train_size}"
                 )
+        if self.model.encoding_dim > self.data.train_size:
+            raise ValueError(
+                f"model.encoding_dim = {self.model.encoding_dim}: must not exceed "
+                f"data.train_size = {self.data.train_size} (the PCA baseline of the same size "
+                "needs at least as many training images as components)"
+            )
         if self.evaluate.n_examples > self.data.test_size:
             raise ValueError(
                 f"evaluate.n_examples = {self.evaluate.n_examples}: must not exceed "
@@ -196,8 +198,11 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    """The raw value at a validation error's location (keys and list indices), or None."""
     for part in loc:
-        if not isinstance(raw, dict) or part not in raw:
+        found = isinstance(raw, dict) and part in raw
+        indexed = isinstance(raw, list) and isinstance(part, int) and part < len(raw)
+        if not (found or indexed):
             return None
         raw = raw[part]
     return raw
@@ -214,14 +219,32 @@ def parse_params(raw: Any, origin: str = "params.yaml") -> Params:
         raise ParamsError(f"{origin}: " + "; ".join(problems)) from None
 
 
+def read_yaml(text: str, origin: str) -> Any:
+    """YAML as DVC reads params.yaml (ruamel's safe loader, YAML 1.2: `1e-3` is a number), and
+    like DVC refusing a key given twice."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as exc:
+        where = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise ParamsError(f"{origin}: {exc.problem} (line {where}); give each key once") from None
+    except YAMLError as exc:
+        raise ParamsError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    return parse_params(raw, str(path))
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: a directory, not a params file") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_params(read_yaml(text, str(path)), str(path))

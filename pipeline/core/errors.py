@@ -19,3 +19,10 @@ class TrackingError(PipelineError):
 
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line a user can read (libraries raise multi-line ones)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

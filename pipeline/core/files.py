@@ -38,7 +38,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, payload: object) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a NaN or infinity is a bug to surface here, not a file others choke on."""
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> None:
@@ -79,13 +81,14 @@ def dvc_md5(path: str | Path) -> str:
 
 def _dvcignored(path: Path) -> Callable[[Path], bool]:
     """Whether DVC ignores a file under `path`, by the `.dvcignore` at the root of the DVC
-    repository holding it (gitignore rules); nothing is ignored outside a DVC repository."""
-    root = next((d for d in (path, *path.resolve().parents) if (d / ".dvc").is_dir()), None)
+    repository holding it (gitignore rules); nothing is ignored outside a DVC repository. Paths
+    are taken as they are inside the repository, symbolic links not followed."""
+    path = path.absolute()
+    root = next((d for d in (path, *path.parents) if (d / ".dvc").is_dir()), None)
     patterns = root / ".dvcignore" if root else None
     if patterns is None or not patterns.is_file():
         return lambda file: False
     import pathspec
 
     spec = pathspec.GitIgnoreSpec.from_lines(patterns.read_text().splitlines())
-    base = root.resolve()
-    return lambda file: spec.match_file(file.resolve().relative_to(base).as_posix())
+    return lambda file: spec.match_file(file.absolute().relative_to(root).as_posix())

@@ -17,10 +17,6 @@ import numpy as np
 
 from pipeline.data.images import NOISY_ARRAYS, Split
 
-# How the noise is drawn, part of what defines a benchmark (the registry's champion aliases):
-# 1 drew train, test and tuning noise from one generator in turn; 2 draws one stream per split.
-NOISE_VERSION = 2
-
 
 def standard_normal(seed: int, split: str, shape: tuple[int, ...]) -> np.ndarray:
     """The N(0, 1) draws of `split`, from the stream keyed by `(seed, split)`."""

@@ -22,12 +22,17 @@ def mean_squared_error(target: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean((target.astype(np.float64) - predicted.astype(np.float64)) ** 2))
 
 
+# Identical images would score +inf dB; they score this instead, so that means, tables and JSON
+# stay finite. No real pair comes near: at noise 0.4 the best denoiser scores about 21 dB.
+PSNR_CEILING_DB = 100.0
+
+
 def psnr_per_image(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """PSNR in dB of each flat image (data range 1): skimage's `peak_signal_noise_ratio`, for a
-    whole stack at once."""
+    whole stack at once, capped at PSNR_CEILING_DB."""
     squared_error = (target.astype(np.float64) - predicted.astype(np.float64)) ** 2
-    with np.errstate(divide="ignore"):  # identical images: inf, as skimage says
-        return 10 * np.log10(1.0 / squared_error.mean(axis=1))
+    floor = 10 ** (-PSNR_CEILING_DB / 10)
+    return 10 * np.log10(1.0 / np.maximum(squared_error.mean(axis=1), floor))
 
 
 def mean_psnr(target: np.ndarray, predicted: np.ndarray) -> float:

@@ -20,7 +20,12 @@ def probe_accuracy(
     test_features: np.ndarray,
     test_labels: np.ndarray,
 ) -> float:
-    """Test accuracy of a standardised logistic regression fitted on the training features."""
+    """Test accuracy of a standardised logistic regression fitted on the training features.
+
+    With a single digit among the training labels (a tiny training set), any classifier can only
+    answer that digit; that is what is scored."""
+    if len(np.unique(train_labels)) < 2:
+        return float(np.mean(test_labels == train_labels[0]))
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER))
     with warnings.catch_warnings():
         # lbfgs may stop at MAX_ITER on raw pixels; the accuracy has settled long before.

@@ -3,5 +3,6 @@
 `architectures`, `training`, `distributed` and `model_files` import TensorFlow and Keras (about
 4.5 s), so stages import them only after params and data have been checked. `workers` (starting
 the processes of multi-worker training, which must happen before TensorFlow loads) and
-`checkpoints` do not import it.
+`checkpoints` do not import it. `variational` (the VAE's layer) and `served` (the logged model's
+loader) stand alone, as MLflow ships them with every logged model.
 """

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from pipeline.data.images import IMAGE_PIXELS, IMAGE_SIDE
+from pipeline.modelling.variational import VariationalCode
 
 LOSS = "binary_crossentropy"
 KINDS = ("dense", "conv", "vae")
@@ -65,36 +66,6 @@ def _conv(encoding_dim: int, seed: int) -> tuple[keras.Model, keras.Model, None]
         name="decoder",
     )
     return encoder, decoder, None
-
-
-@keras.saving.register_keras_serializable(package="aepipe")
-class VariationalCode(L.Layer):
-    """Reparameterisation: samples mean + sigma * eps while training, returns the mean otherwise.
-
-    Adds the KL divergence to N(0, I), divided by the pixel count to match the per-pixel BCE.
-    """
-
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, inputs, training=None):
-        mean, log_var = inputs
-        kl = -0.5 * keras.ops.sum(
-            1 + log_var - keras.ops.square(mean) - keras.ops.exp(log_var), axis=-1
-        )
-        self.add_loss(keras.ops.mean(kl) / IMAGE_PIXELS)
-        if not training:
-            return mean
-        noise = keras.random.normal(keras.ops.shape(mean), seed=self.seed_generator)
-        return mean + keras.ops.exp(0.5 * log_var) * noise
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "seed": self.seed}
 
 
 def _vae(encoding_dim: int, seed: int) -> tuple[keras.Model, keras.Model, L.Layer]:

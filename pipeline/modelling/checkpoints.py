@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts.history import HistoryRow
+from pipeline.core.errors import DataError
 from pipeline.core.files import atomic_path, write_json_atomic
+from pipeline.data.arrays import read_npz
+
+# Weights and optimizer state of the largest model the params allow are far below this.
+MAX_STATE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,14 @@ class CheckpointDir:
             state = json.loads(self.state_file.read_text())
             if state["key"] != self.key:
                 return None
-            with np.load(self.directory / state["arrays"], allow_pickle=False) as saved:
-                arrays = [saved[f"a{i}"] for i in range(len(saved.files))]
+            arrays_file = self.directory / Path(state["arrays"]).name  # never elsewhere
+            saved = read_npz(arrays_file, None, max_bytes=MAX_STATE_BYTES)
+            arrays = [saved[f"a{i}"] for i in range(len(saved))]
             rows = [(int(e), float(loss), float(val)) for e, loss, val in state["rows"]]
+            if [row[0] for row in rows] != list(range(1, len(rows) + 1)) or not rows:
+                return None  # epochs 1..k, or it is not a state this code saved
             return Resumed(rows, arrays, str(state["run_id"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, DataError):
             return None  # none, or unreadable: start afresh rather than resume garbage
 
     def save(self, rows: list[HistoryRow], arrays: list[np.ndarray], run_id: str) -> None:

@@ -1,18 +1,27 @@
 """`aepipe server start|stop|status`: an MLflow tracking server on PostgreSQL, for a team.
 
-Start: initialises a PostgreSQL cluster under the state directory if there is none (Debian's
-`postgresql` binaries; run as the `postgres` user when we are root, as PostgreSQL refuses root),
-starts it on 127.0.0.1, creates the database and its user if missing, then starts
-`mlflow server` with that backend store and an artifact directory, and waits until it answers.
-Stop: ends the MLflow server's whole process group and stops PostgreSQL.
+Start checks both ports first: a port something else listens on is refused in one line naming it.
+Then it initialises a PostgreSQL cluster under the state directory if there is none, starts it on
+127.0.0.1, sets the `mlflow` role's password and creates its database, starts `mlflow server`
+(the database URI in its environment, not on its command line), and waits until that process,
+and no other, answers MLflow's API. It records the server's process (pid and start time) in
+`mlflow.json`.
+
+Stop ends only that process and its children, after checking that the recorded pid is still the
+process that was started, and stops the cluster. A stale or foreign record is refused in one
+line; nothing else is ever signalled.
+
+The database password is `AEPIPE_DB_PASSWORD` when set, else a random one generated on the first
+start and kept in `db_password` (readable by its owner only).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
+import json
 import os
-import shutil
+import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -23,9 +32,10 @@ from pathlib import Path
 import psutil
 
 from pipeline.core.errors import PipelineError
+from pipeline.ops.postgres import Cluster, backend_uri, postgres_binary
 
-DB_NAME = DB_USER = "mlflow"
 READY_TIMEOUT_S = 180
+PASSWORD_ENV = "AEPIPE_DB_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,6 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 5000
     db_port: int = 5433
-    db_password: str = "mlflow"
 
     @property
     def pgdata(self) -> Path:
@@ -45,133 +54,59 @@ class ServerConfig:
         return self.state_dir / "artifacts"
 
     @property
-    def pid_file(self) -> Path:
-        return self.state_dir / "mlflow.pid"
+    def record_file(self) -> Path:
+        return self.state_dir / "mlflow.json"
+
+    @property
+    def password_file(self) -> Path:
+        return self.state_dir / "db_password"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "mlflow.log"
 
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def backend_uri(self) -> str:
-        return f"postgresql+psycopg2://{DB_USER}:{self.db_password}@{self.host}:{self.db_port}/{DB_NAME}"
+    def cluster(self) -> Cluster:
+        return Cluster(self.pgdata, self.host, self.db_port)
 
 
-def _binary(name: str, fallback_dirs: list[str], missing: str) -> str:
-    """`name` on PATH, else in the first of `fallback_dirs` that has it; `missing` if none."""
-    found = shutil.which(name) or (
-        shutil.which(name, path=os.pathsep.join(fallback_dirs)) if fallback_dirs else None
-    )
-    if not found:
-        raise PipelineError(missing)
-    return found
-
-
-def postgres_binary(name: str) -> str:
-    """Debian installs PostgreSQL's server programs off PATH, one directory per version."""
-    return _binary(
-        name,
-        sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),
-        f"PostgreSQL's `{name}` not found: install Debian's postgresql "
-        "(apt-get install postgresql)",
-    )
-
-
-def _runuser() -> str:
-    """util-linux's `runuser`, also when /usr/sbin is not on PATH (e.g. under `env -i`)."""
-    return _binary(
-        "runuser",
-        ["/usr/sbin", "/sbin"],
-        "running as root, the server needs `runuser` (util-linux) to start PostgreSQL as "
-        "the postgres user; install util-linux or run as an ordinary user",
-    )
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; drop to the `postgres` user when we are root."""
-    return [_runuser(), "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def _pg_ctl(config: ServerConfig, *args: str) -> list[str]:
-    """The `pg_ctl` command line for this server's data directory, as the postgres user."""
-    return _as_postgres([postgres_binary("pg_ctl"), "-D", str(config.pgdata), *args])
-
-
-def _run(command: list[str], what: str) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise PipelineError(f"{what} failed: {detail[-1] if detail else result.returncode}")
-    return result.stdout
-
-
-def _psql(config: ServerConfig, sql: str) -> str:
-    return _run(
-        _as_postgres(
-            [
-                postgres_binary("psql"),
-                "-h",
-                str(config.pgdata),
-                "-p",
-                str(config.db_port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-                sql,
-            ]
-        ),
-        f"psql {sql!r}",
-    )
-
-
-def start_database(config: ServerConfig) -> None:
+def database_password(config: ServerConfig) -> str:
+    """`AEPIPE_DB_PASSWORD`, else the saved one, else a new random one saved (mode 0600)."""
+    if configured := os.environ.get(PASSWORD_ENV):
+        return configured
+    if config.password_file.is_file():
+        return config.password_file.read_text().strip()
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    if not (config.pgdata / "PG_VERSION").is_file():
-        config.pgdata.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(config.pgdata, "postgres", "postgres")
-        _run(
-            _as_postgres(
-                [
-                    postgres_binary("initdb"),
-                    "-D",
-                    str(config.pgdata),
-                    "-U",
-                    "postgres",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                ]
-            ),
-            "initdb",
-        )
-    if _database_running(config):
-        return
-    options = f"-c listen_addresses={config.host} -p {config.db_port} -k {config.pgdata}"
-    _run(
-        _pg_ctl(config, "-l", str(config.pgdata / "server.log"), "-o", options, "-w", "start"),
-        "pg_ctl start",
-    )
+    password = secrets.token_urlsafe(24)
+    descriptor = os.open(config.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(password + "\n")
+    return password
 
 
-def ensure_database(config: ServerConfig) -> None:
-    if _psql(config, f"SELECT 1 FROM pg_roles WHERE rolname = '{DB_USER}'").strip() != "1":
-        _psql(config, f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{config.db_password}'")
-    if _psql(config, f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'").strip() != "1":
-        _psql(config, f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+def listening(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
 
 
-def _database_running(config: ServerConfig) -> bool:
-    result = subprocess.run(
-        _pg_ctl(config, "status"),
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
+def who_listens(port: int) -> str:
+    """The program listening on `port`, as far as this user may see it."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for connection in psutil.net_connections(kind="tcp"):
+            listens = connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+            if listens and connection.pid:
+                process = psutil.Process(connection.pid)
+                return f"pid {connection.pid} ({' '.join(process.cmdline())[:80]})"
+    return "another program"
 
 
 def answers(uri: str) -> bool:
+    """Something answers HTTP 200 on `uri`'s /health."""
     try:
         with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
             return response.status == 200
@@ -179,91 +114,153 @@ def answers(uri: str) -> bool:
         return False
 
 
-def start(config: ServerConfig) -> float:
-    """Start everything that is not running; return the seconds until MLflow answered.
-
-    If anything fails, whatever this call started is stopped again.
-    """
-    started = time.monotonic()
+def speaks_mlflow(uri: str) -> bool:
+    """`uri` answers MLflow's REST API (an experiments search), not just any HTTP."""
+    url = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        start_database(config)
-        ensure_database(config)
-        if not answers(config.uri):
-            _start_tracking(config, started)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200 and isinstance(json.loads(response.read()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def recorded_server(config: ServerConfig) -> psutil.Process | None:
+    """The MLflow server process this project started and recorded, if it still runs. A record
+    whose pid now names another process (pid reuse, reboot) is removed; a record that is not
+    one this project wrote is refused."""
+    if not config.record_file.is_file():
+        return None
+    try:
+        record = json.loads(config.record_file.read_text())
+        pid, started = int(record["pid"]), float(record["started"])
+    except (ValueError, KeyError, TypeError):
+        raise PipelineError(
+            f"{config.record_file}: not a record of a server this project started; nothing "
+            "signalled (delete the file if no server runs)"
+        ) from None
+    try:
+        process = psutil.Process(pid)
+        same = abs(process.create_time() - started) < 0.01
+        ours = same and {"mlflow", "server"} <= set(process.cmdline())
+    except psutil.Error:
+        ours = False
+    if not ours:
+        config.record_file.unlink()
+        return None
+    return process
+
+
+def start(config: ServerConfig) -> tuple[float, bool]:
+    """Start what is not running; return (seconds until MLflow answered, already running).
+
+    If anything fails, what this call started is stopped again, and nothing else.
+    """
+    began = time.monotonic()
+    if recorded_server(config) is not None and speaks_mlflow(config.uri):
+        return 0.0, True
+    if listening(config.host, config.port):
+        raise PipelineError(
+            f"port {config.port} is taken by {who_listens(config.port)}, not by an MLflow server "
+            "this project started: stop it, or choose another port with --port"
+        )
+    cluster = config.cluster
+    if listening(config.host, config.db_port) and not cluster.serves_port():
+        raise PipelineError(
+            f"port {config.db_port} is taken by {who_listens(config.db_port)}, not by this "
+            "server's PostgreSQL: stop it, or choose another port with --db-port"
+        )
+    postgres_binary("pg_ctl")  # installed at all?
+    password = database_password(config)
+    started_database = cluster.start()
+    try:
+        cluster.ensure_database(password)
+        _start_tracking(config, password, began)
     except BaseException:
-        stop(config)
+        stop_tracking(config)
+        if started_database:
+            cluster.stop()
         raise
-    return time.monotonic() - started
+    return time.monotonic() - began, False
 
 
-def _start_tracking(config: ServerConfig, started: float) -> None:
+def _start_tracking(config: ServerConfig, password: str, began: float) -> None:
     config.artifacts.mkdir(parents=True, exist_ok=True)
-    with open(config.state_dir / "mlflow.log", "ab") as log:
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--artifacts-destination",
+        str(config.artifacts),
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--workers",
+        "1",
+    ]
+    environment = {
+        **os.environ,
+        # In the environment (readable by its owner only), not on the command line (by anyone).
+        "MLFLOW_BACKEND_STORE_URI": backend_uri(config.host, config.db_port, password),
+        # MLflow's job runner serves GenAI features this project does not use; it would start
+        # seven more Python processes.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    with open(config.log_file, "ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                config.backend_uri,
-                "--artifacts-destination",
-                str(config.artifacts),
-                "--host",
-                config.host,
-                "--port",
-                str(config.port),
-                "--workers",
-                "1",
-            ],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # MLflow's job runner serves GenAI features this project does not use; it would
-            # start seven more Python processes.
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env=environment,
         )
-    config.pid_file.write_text(str(process.pid))
-    while not answers(config.uri):
+    started = psutil.Process(process.pid).create_time()
+    config.record_file.write_text(json.dumps({"pid": process.pid, "started": started}))
+    while not speaks_mlflow(config.uri):
         if process.poll() is not None:
             raise PipelineError(
-                f"mlflow server exited {process.returncode}; see {config.state_dir / 'mlflow.log'}"
+                f"mlflow server exited with status {process.returncode}; see {config.log_file}"
             )
-        if time.monotonic() - started > READY_TIMEOUT_S:
-            raise PipelineError(f"mlflow server did not answer within {READY_TIMEOUT_S} s")
+        if time.monotonic() - began > READY_TIMEOUT_S:
+            raise PipelineError(
+                f"mlflow server did not answer within {READY_TIMEOUT_S} s; see {config.log_file}"
+            )
         time.sleep(0.5)
 
 
-def _group_members(group: int) -> list[psutil.Process]:
-    """The live processes of a process group (zombies are dead already)."""
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return members
+def stop_tracking(config: ServerConfig) -> str:
+    """End the recorded MLflow server and its children, and nothing else."""
+    process = recorded_server(config)
+    if process is None:
+        return "the MLflow server was not running"
+    family = [process]
+    with contextlib.suppress(psutil.Error):
+        family += process.children(recursive=True)
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            member.terminate()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    for member in alive:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    psutil.wait_procs(alive, timeout=5)
+    config.record_file.unlink(missing_ok=True)
+    return f"stopped the MLflow server (pid {process.pid})"
 
 
-def stop(config: ServerConfig) -> None:
-    """End the MLflow server's process group (and wait until it has ended), then PostgreSQL."""
-    if config.pid_file.is_file():
-        members = _group_members(int(config.pid_file.read_text()))
-        for process in members:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
-        _, alive = psutil.wait_procs(members, timeout=10)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        psutil.wait_procs(alive, timeout=5)
-        config.pid_file.unlink()
-    if config.pgdata.is_dir() and _database_running(config):
-        _run(_pg_ctl(config, "-m", "fast", "-w", "stop"), "pg_ctl stop")
+def stop(config: ServerConfig) -> list[str]:
+    """Stop the MLflow server this project started, then its PostgreSQL cluster."""
+    done = [stop_tracking(config)]
+    cluster = config.cluster
+    if cluster.running():
+        cluster.stop()
+        done.append(f"stopped PostgreSQL ({config.pgdata})")
+    return done
 
 
 def status(config: ServerConfig) -> str:
-    database = "running" if config.pgdata.is_dir() and _database_running(config) else "stopped"
-    tracking = "answering" if answers(config.uri) else "not answering"
+    database = "running" if config.cluster.running() else "stopped"
+    ours = recorded_server(config) is not None
+    tracking = "answering" if ours and speaks_mlflow(config.uri) else "not running"
     return f"PostgreSQL ({config.pgdata}): {database}; MLflow {config.uri}: {tracking}"

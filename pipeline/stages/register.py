@@ -20,6 +20,8 @@ from pipeline.core.errors import DataError, TrackingError
 from pipeline.core.files import dvc_md5, write_json_atomic
 from pipeline.tracking import registry
 from pipeline.tracking.finder import RunFinder
+from pipeline.tracking.runs import end_orphaned_runs
+from pipeline.tracking.store import store_errors
 
 DENOISER = paths.model_file("denoise")
 
@@ -49,6 +51,8 @@ def run(params: Params) -> None:
     runs = RunFinder.open_existing()
     if runs is None:
         raise TrackingError(f"no MLflow store with runs: nothing records {DENOISER} to register")
+    with store_errors(runs.uri):
+        end_orphaned_runs(runs.client, runs.experiment_id)
     alias = registry.champion_alias(params)
     outcome = registry.register(runs, candidate, alias)
     receipt = {

@@ -129,7 +129,7 @@ def run(params: Params, model: str) -> None:
         write_history(history_path, rows)
         run.log_outputs([model_path, history_path])
         examples = data[2][:5]
-        run.log_keras_model(model, examples, architectures.predict(model, examples))
+        run.log_model_file(model_path, examples, architectures.predict(model, examples))
     if checkpoint:
         checkpoint.clear()
 

@@ -3,12 +3,23 @@ a run logged. Never creates a store."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import TrackingError
-from pipeline.tracking.store import configured_uri, ensure_reachable, experiment_name
+from pipeline.core.errors import TrackingError, one_line
+from pipeline.tracking.store import (
+    configured_uri,
+    corrupted_store,
+    ensure_reachable,
+    experiment_name,
+    store_errors,
+)
 from pipeline.tracking.tags import TAG_GROUP, TAG_OUT, TAG_STAGE, tagged_md5s
+
+SAFE_PATH = re.compile(r"[\w./-]+")  # the paths dvc.lock records for this pipeline
+MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class RunFinder:
@@ -29,17 +40,21 @@ class RunFinder:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(experiment_name())
+        with store_errors(uri):
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            experiment = client.get_experiment_by_name(experiment_name())
         return cls(client, experiment.experiment_id, uri) if experiment else None
 
     def producing(self, path: str, md5: str) -> list[dict[str, str]]:
         """Summaries of the runs tagged as having produced `path` with this md5, newest first."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TAG_OUT}{path}` = '{md5}'",
-            order_by=["attributes.start_time DESC"],
-        )
+        if not SAFE_PATH.fullmatch(path) or not MD5.fullmatch(md5):
+            return []  # no run is tagged so; and it would not fit in a search filter
+        with store_errors(self.uri):
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{TAG_OUT}{path}` = '{md5}'",
+                order_by=["attributes.start_time DESC"],
+            )
         return [{**self.summary(run), "link": self.link(run.info.run_id)} for run in found]
 
     def run(self, run_id: str) -> dict[str, Any]:
@@ -47,7 +62,9 @@ class RunFinder:
 
         try:
             run = self.client.get_run(run_id)
-        except mlflow.exceptions.MlflowException:
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(corrupted_store(self.uri, one_line(exc))) from None
             raise TrackingError(f"no MLflow run {run_id!r} in {self.uri}") from None
         outputs = tagged_md5s(run.data.tags, TAG_OUT)
         return {**self.summary(run), "link": self.link(run_id), "outputs": outputs}
@@ -56,11 +73,14 @@ class RunFinder:
         """The model that run `run_id` logged with MLflow's Keras flavour, if any."""
         import mlflow
 
-        models = mlflow.search_logged_models(
-            experiment_ids=[self.experiment_id],
-            filter_string=f"source_run_id = '{run_id}'",
-            output_format="list",
-        )
+        if not RUN_ID.fullmatch(run_id):
+            return None
+        with store_errors(self.uri):
+            models = mlflow.search_logged_models(
+                experiment_ids=[self.experiment_id],
+                filter_string=f"source_run_id = '{run_id}'",
+                output_format="list",
+            )
         return models[0] if models else None
 
     @staticmethod

@@ -65,6 +65,36 @@ def dvc_experiment() -> dict[str, str]:
     return {key: value for key, value in found.items() if value}
 
 
+def pipeline_process() -> psutil.Process:
+    """The `dvc repro` / `dvc exp run` process this stage runs under (the nearest `dvc`
+    ancestor), or this process when a stage is run by hand."""
+    me = psutil.Process()
+    try:
+        return next((p for p in me.parents() if _is_dvc_command(p.cmdline())), me)
+    except (psutil.Error, OSError):
+        return me
+
+
+def process_identity(process: psutil.Process) -> str:
+    """`host:pid:start time`: one process, also after its pid is reused by another."""
+    return f"{platform.node()}:{process.pid}:{process.create_time():.3f}"
+
+
+def process_gone(identity: str) -> bool:
+    """True if `identity` (see `process_identity`) names a process of this host that has ended;
+    False while it runs, and for other hosts or unreadable identities (nothing is known)."""
+    host, _, rest = identity.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != platform.node() or not pid.isdigit():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" != started
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
 def pipeline_run_id() -> str:
     """One id shared by every stage started by the same `dvc repro` / `dvc exp run` process.
 
@@ -75,13 +105,10 @@ def pipeline_run_id() -> str:
     if configured := os.environ.get("AEPIPE_PIPELINE_RUN"):
         return configured
     try:
-        for process in psutil.Process().parents():
-            if _is_dvc_command(process.cmdline()):
-                key = f"{process.pid}-{process.create_time()}"
-                return hashlib.sha1(key.encode()).hexdigest()[:16]
+        key = process_identity(pipeline_process())
     except (psutil.Error, OSError):
-        pass
-    return uuid.uuid4().hex[:16]
+        return uuid.uuid4().hex[:16]
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _is_dvc_command(argv: list[str]) -> bool:

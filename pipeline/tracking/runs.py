@@ -5,16 +5,35 @@ experiment) that joins it to `dvc.lock`."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from pipeline import modelling
+from pipeline.core import interrupts, paths
 from pipeline.core.config import flatten
-from pipeline.core.errors import TrackingError
 from pipeline.core.files import dvc_md5
 from pipeline.tracking import provenance
-from pipeline.tracking.store import configured_uri, ensure_reachable, experiment_name, store_lock
-from pipeline.tracking.tags import TAG_DEP, TAG_GROUP, TAG_OUT, TAG_ROLE, TAG_STAGE, tagged_md5s
+from pipeline.tracking.store import (
+    configured_uri,
+    ensure_reachable,
+    experiment_name,
+    store_errors,
+    store_lock,
+)
+from pipeline.tracking.tags import (
+    TAG_DEP,
+    TAG_GROUP,
+    TAG_OUT,
+    TAG_PROCESS,
+    TAG_REPOSITORY,
+    TAG_ROLE,
+    TAG_STAGE,
+    tagged_md5s,
+)
 
 
 def _experiment_id(client: Any, artifact_dir: Path | None) -> str:
@@ -34,15 +53,38 @@ def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, 
         return found[0].info.run_id
     name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
     shared = {k: v for k, v in tags.items() if k != TAG_STAGE and not k.startswith(TAG_DEP)}
+    shared[TAG_PROCESS] = provenance.process_identity(provenance.pipeline_process())
     run = client.create_run(experiment_id, run_name=name, tags={**shared, TAG_ROLE: "pipeline"})
     return run.info.run_id
 
 
+def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this repository whose process has ended (a SIGKILL, a
+    crash, a closed terminal): stage runs and the pipeline runs above them. Returns their ids."""
+    repository = str(paths.repository_root())
+    running = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    ended = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(TAG_REPOSITORY) == repository and provenance.process_gone(
+            tags.get(TAG_PROCESS, "")
+        ):
+            client.set_tag(run.info.run_id, "aepipe.ended_by", "a later stage: process gone")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
 def lineage_tags(stage: str, inputs: list[Path], git: provenance.GitState) -> dict[str, str]:
-    """Tags that tie a run to the code, data and DVC experiment it came from."""
+    """Tags that tie a run to the code, data and DVC experiment it came from, and to the process
+    that runs it (so a later stage can tell that a RUNNING run's process has died)."""
     tags = {
         TAG_STAGE: stage,
         TAG_GROUP: provenance.pipeline_run_id(),
+        TAG_PROCESS: provenance.process_identity(psutil.Process()),
+        TAG_REPOSITORY: str(paths.repository_root()),
         "git.commit": git.commit,
         "git.dirty": str(git.dirty).lower(),
         "mlflow.source.git.commit": git.commit,
@@ -71,6 +113,7 @@ class StageRun:
         self.run_id = run_id
         self.input_md5s = input_md5s  # path -> md5 of each input, as DVC computes it
 
+    @interrupts.held()
     def take_over(self, interrupted_run_id: str, epochs_done: int) -> None:
         """Record that this run resumes an interrupted one, and end that one as KILLED."""
         client = self.mlflow.MlflowClient()
@@ -86,9 +129,11 @@ class StageRun:
             }
         )
 
+    @interrupts.held()
     def log_params(self, params: dict[str, Any]) -> None:
         self.mlflow.log_params(params)
 
+    @interrupts.held()
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics(metrics, step=step)
 
@@ -98,26 +143,34 @@ class StageRun:
             {key: float(value) for key, value in flatten(tree).items() if _is_number(value)}
         )
 
+    @interrupts.held()
     def log_artifact(self, path: Path, directory: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=directory)
 
-    def log_keras_model(self, model: Any, example_inputs: Any, example_outputs: Any) -> None:
-        """Log with MLflow's Keras flavour and a signature (name `model`)."""
-        import mlflow.keras
+    @interrupts.held()
+    def log_model_file(self, model_file: Path, example_inputs: Any, example_outputs: Any) -> None:
+        """Log the `.keras` file as an MLflow model named `model` (pyfunc, with a signature)
+        that loads and serves without this project (see `pipeline/modelling/served.py`)."""
         from mlflow.models import infer_signature
 
+        code = Path(modelling.__file__).parent
         versions = provenance.package_versions()
-        mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example_inputs, example_outputs),
-            # Listed, not inferred: inference reloads the model in a subprocess (~10 s).
-            pip_requirements=[
-                f"tensorflow-cpu=={versions['tensorflow-cpu']}",
-                f"keras=={versions['keras']}",
-            ],
-        )
+        with warnings.catch_warnings():  # the signature is given; an example would cost a reload
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            self.mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code / "served.py"),
+                artifacts={"keras_model": str(model_file)},
+                code_paths=[str(code / "variational.py")],
+                signature=infer_signature(example_inputs, example_outputs),
+                # Listed, not inferred: inference reloads the model in a subprocess (~10 s).
+                pip_requirements=[
+                    f"{name}=={versions[name]}"
+                    for name in ("mlflow", "tensorflow-cpu", "keras", "numpy")
+                ],
+            )
 
+    @interrupts.held()
     def log_outputs(self, outputs: list[Path]) -> None:
         """Tag each DVC output with its md5 and store its exact bytes under `dvc_outputs/`."""
         self.mlflow.set_tags(output_tags(outputs))
@@ -132,33 +185,37 @@ class StageRun:
 def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
     """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
 
-    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C / SIGTERM), never left RUNNING.
+    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP, held back while
+    a write to the store is under way); a run whose process is killed outright is marked KILLED
+    by the next stage that starts.
     """
     uri, artifact_dir = configured_uri()
     ensure_reachable(uri)
     import mlflow  # imported here: 1-2 s, and only stages that log need it
 
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
     git = provenance.git_state()
     tags = lineage_tags(stage, inputs, git)
-    try:
+    with store_errors(uri), interrupts.held():
+        client = mlflow.MlflowClient()
         with store_lock():  # the first use creates the SQLite schema; queue workers must wait
             experiment_id = _experiment_id(client, artifact_dir)
+            end_orphaned_runs(client, experiment_id)
             parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
-    except Exception as exc:
-        raise TrackingError(f"MLflow store {uri} is not usable: {exc}") from None
-    tags["mlflow.parentRunId"] = parent_id
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+        tags["mlflow.parentRunId"] = parent_id
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
     status = "FAILED"
     try:
-        if git.diff:  # the commit alone does not say which code ran
-            mlflow.log_text(git.diff, "lineage/uncommitted.diff")
-        yield StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
+        with store_errors(uri):
+            if git.diff:  # the commit alone does not say which code ran
+                mlflow.log_text(git.diff, "lineage/uncommitted.diff")
+            yield StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        mlflow.end_run(status)
-        client.set_terminated(parent_id, status)
+        # A failed store must not hide the first error; a second Ctrl-C waits for the end.
+        with interrupts.held(), contextlib.suppress(Exception):
+            mlflow.end_run(status)
+            client.set_terminated(parent_id, status)

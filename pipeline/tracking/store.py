@@ -11,12 +11,13 @@ import contextlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
 from pipeline.core import paths
-from pipeline.core.errors import TrackingError
+from pipeline.core.errors import TrackingError, one_line
 
 EXPERIMENT_NAME = "autoencoder"
 HEALTH_TIMEOUT_S = 3
@@ -34,8 +35,25 @@ def configured_uri() -> tuple[str, Path | None]:
     return default_store(paths.repository_root())
 
 
+# Stores with runs, artifacts, logged models and a model registry, as this pipeline needs.
+SUPPORTED_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_uri(uri: str) -> None:
+    """Refuse, in one line, a tracking URI this pipeline cannot log to."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in SUPPORTED_SCHEMES:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri!r} is not a store this pipeline can use: set it to a "
+            "tracking server (http://host:port, see `aepipe server`), sqlite:///path/mlflow.db "
+            "or postgresql://..., or unset it to use ./mlflow.db"
+        )
+
+
 def ensure_reachable(uri: str) -> None:
     """Fail in seconds, naming the URI, rather than after training or minutes of retries."""
+    check_uri(uri)
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
@@ -50,6 +68,39 @@ def ensure_reachable(uri: str) -> None:
         database = Path(uri.removeprefix("sqlite:///"))
         if not database.parent.is_dir():
             raise TrackingError(f"MLflow store {uri}: directory {database.parent} does not exist")
+        if database.is_file() and database.stat().st_size:
+            with open(database, "rb") as handle:
+                if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                    raise TrackingError(corrupted_store(uri, "not a SQLite database"))
+
+
+def corrupted_store(uri: str, reason: str) -> str:
+    where = uri.removeprefix("sqlite:///")
+    return (
+        f"MLflow store {where} is unusable ({reason}): move it aside (`mv {where} "
+        f"{where}.broken`) to start a new one, or restore it from a backup"
+        if uri.startswith("sqlite:///")
+        else f"MLflow store {uri} is unusable ({reason}): check the server and its database"
+    )
+
+
+def is_store_error(error: BaseException) -> bool:
+    """Errors that mean the store failed (its database, its server), not the pipeline."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(error, MlflowException | SQLAlchemyError)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn a failing store into one line naming it and what to do."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_store_error(exc):
+            raise
+        raise TrackingError(corrupted_store(uri, one_line(exc))) from None
 
 
 def experiment_name() -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 TAG_STAGE = "dvc.stage"
 TAG_GROUP = "aepipe.pipeline_run"
 TAG_ROLE = "aepipe.role"
+TAG_PROCESS = "aepipe.process"  # host:pid:start time of the process the run belongs to
+TAG_REPOSITORY = "aepipe.repository"  # the main repository, also for queued experiments
 TAG_DEP = "dvc.dep."  # + path -> md5, as DVC records it
 TAG_OUT = "dvc.out."  # + path -> md5, as DVC records it
 
