@@ -38,7 +38,9 @@ lock: setup
 	pip-compile --quiet --generate-hashes --extra dev --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
+# MLflow's UI opens on its GenAI view unless told otherwise; the project's runs are model training.
 ui: setup
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 clean-venv:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,11 +83,47 @@ def _verify(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> None:
     import json
 
-    from pipeline.audit.compare import compare, markdown
+    from pipeline.audit import compare
     from pipeline.core.paths import repository_root
 
-    table = compare(repository_root(), args.param, args.metric, args.rev)
-    print(json.dumps(table, indent=2, default=str) if args.json else markdown(table), end="")
+    root = repository_root()
+    if args.experiments:
+        table = compare.compare(root, args.param, args.metric, args.rev)
+        text = json.dumps(table, indent=2, default=str) if args.format == "json" else None
+        print(text or compare.markdown(table), end="")
+        return
+    frame, table = compare.compare_replicates(root, args.metric, args.baseline, args.rev)
+    rendered = {
+        "md": compare.replicate_markdown(table),
+        "csv": table.to_csv(index=False),
+        "json": table.to_json(orient="records", indent=2) + "\n",
+    }
+    print(rendered[args.format], end="")
+    if args.figure:
+        compare.replicate_figure(frame, table, args.figure)
+    if args.log:
+        import tempfile
+
+        from pipeline.tracking.comparisons import log_comparison
+
+        with tempfile.TemporaryDirectory() as scratch:
+            files = [Path(scratch) / f"comparison.{kind}" for kind in rendered]
+            for file, text in zip(files, rendered.values(), strict=True):
+                file.write_text(text)
+            files.append(Path(scratch) / "comparison.png")
+            compare.replicate_figure(frame, table, files[-1])
+            baseline = table.iloc[0]["experiments"]
+            link = log_comparison(files, list(frame["experiment"]), baseline)
+        print(f"logged to MLflow: {link}", file=sys.stderr)
+
+
+def _replicate(args: argparse.Namespace) -> None:
+    from pipeline.core.paths import repository_root
+    from pipeline.ops.experiments import queue_replicates
+
+    names = queue_replicates(repository_root(), args.seeds, args.set or [], args.name)
+    print(f"queued {len(names)} experiments: {' '.join(names)}")
+    print("run them with: dvc queue start -j 2; then: aepipe compare")
 
 
 def _server(args: argparse.Namespace) -> None:
@@ -118,6 +155,12 @@ def _restore(args: argparse.Namespace) -> None:
         print(f"restored {line}")
 
 
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aepipe", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -145,26 +188,55 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("target", help="a file (e.g. models/denoise.keras) or an MLflow run id")
     lineage.add_argument("--json", action="store_true", help="print JSON")
     add("verify", _verify, "re-hash outputs and MLflow artifacts against dvc.lock")
-    compare = add("compare", _compare, "params and metrics of DVC experiments, with MLflow links")
-    compare.add_argument(
-        "--param",
-        action="append",
-        metavar="KEY",
-        help="a param column (repeatable; default: the params that differ)",
+    compare = add(
+        "compare",
+        _compare,
+        "DVC experiments as configurations over seeds: mean, 95% interval, verdict",
     )
     compare.add_argument(
         "--metric",
         action="append",
         metavar="KEY",
-        help="a metric column (repeatable; default: the three PSNRs)",
+        help="a metric (repeatable; default: the denoiser's PSNR and SSIM, the basic model's PSNR)",
+    )
+    compare.add_argument(
+        "--baseline",
+        metavar="EXPERIMENT",
+        help="the configuration of this experiment (name, rev or workspace) is the baseline "
+        "(default: that of the commit the experiments are based on)",
     )
     compare.add_argument(
         "--rev",
         action="append",
         metavar="COMMIT",
-        help="also the experiments based on this commit (repeatable)",
+        help="the experiments based on this commit (repeatable; default: HEAD)",
     )
-    compare.add_argument("--json", action="store_true", help="print JSON")
+    compare.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    compare.add_argument("--figure", type=Path, metavar="PNG", help="also draw the distributions")
+    compare.add_argument(
+        "--log", action="store_true", help="store tables and figure as an MLflow run"
+    )
+    compare.add_argument(
+        "--experiments",
+        action="store_true",
+        help="one row per experiment, with its MLflow run, instead of statistics",
+    )
+    compare.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY",
+        help="with --experiments: a param column (repeatable; default: the params that differ)",
+    )
+    replicate = add("replicate", _replicate, "queue one configuration over several training seeds")
+    replicate.add_argument(
+        "--seeds", type=int, nargs="+", required=True, metavar="N", help="training seeds"
+    )
+    replicate.add_argument(
+        "-S", "--set", action="append", metavar="KEY=VALUE", help="a param (as dvc exp run -S)"
+    )
+    replicate.add_argument(
+        "--name", help="experiment names are NAME-seedN (default: from the -S values)"
+    )
     add(
         "restore",
         _restore,
@@ -173,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     server = add("server", _server, "team MLflow tracking server on PostgreSQL")
     server.add_argument("action", choices=("start", "stop", "status"))
     server.add_argument("--dir", type=Path, help="state directory (default: .aepipe/server)")
-    server.add_argument("--port", type=int, default=5000, help="MLflow port (default 5000)")
-    server.add_argument("--db-port", type=int, default=5433, help="PostgreSQL port (5433)")
+    server.add_argument("--port", type=port_number, default=5000, help="MLflow port (5000)")
+    server.add_argument("--db-port", type=port_number, default=5433, help="PostgreSQL port (5433)")
     for name, help_text in STAGE_COMMANDS.items():
         stage = add(name, _stage(name), help_text)
         if name == "train":
@@ -185,3 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(args.command, lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import yaml
 
@@ -134,6 +136,15 @@ def test_unreadable_params_files_are_named(tmp_path):
     binary.write_bytes("seed: 0\n# caf\xe9\n".encode("latin-1"))
     assert "not UTF-8 text" in error_message(ParamsError, load_params, binary)
     assert "a directory, not a params file" in error_message(ParamsError, load_params, tmp_path)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    assert "not a regular file" in error_message(ParamsError, load_params, fifo)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("seed: 0\n" + "# padding\n" * 200_000)
+    assert "a params file is at most" in error_message(ParamsError, load_params, huge)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("seed: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert "nested too deeply" in error_message(ParamsError, load_params, deep)
 
 
 def test_not_a_mapping_and_bad_yaml(tmp_path):

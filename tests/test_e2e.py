@@ -20,9 +20,11 @@ import psutil
 import pytest
 import yaml
 
+from pipeline.core.config import load_params
 from pipeline.core.files import dvc_md5
 from pipeline.evaluation.metrics import mean_psnr
 from pipeline.ops import server
+from pipeline.tracking.tags import replicate_group
 from tests.conftest import (
     TINY_PARAMS,
     default_params,
@@ -156,7 +158,7 @@ IMPORTERS = {
     "pipeline/data/arrays.py": ALL_STAGES - {"validate", "register"},  # loads the arrays
     "pipeline/evaluation/figures.py": {"evaluate"},
     "pipeline/modelling/training.py": {"train_basic", "train_denoise"},
-    "pipeline/core/files.py": ALL_STAGES - {"validate"},
+    "pipeline/core/files.py": ALL_STAGES,
     "pipeline/tracking/registry.py": {"register"},
 }
 
@@ -239,6 +241,23 @@ def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(repo):
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 784)
     assert "python_function" in info.flavors
     assert "denoiser_on_noisy.psnr" in runs["evaluate"].data.metrics
+
+    # Replicates are grouped, the evaluation scores the logged models, the UI opens on training.
+    params = load_params(repo / "params.yaml").flat()
+    assert {r.data.tags["aepipe.replicate_group"] for r in runs.values()} == {
+        replicate_group(params)
+    }
+    assert runs["evaluate"].data.tags["aepipe.benchmark"] == "noise0_4-seed1-test128-v2"
+    denoiser = mlflow.get_logged_model(logged[runs["train_denoise"].info.run_id].model_id)
+    scores = {m.key: m.value for m in denoiser.metrics or []}
+    assert (
+        scores["denoiser_on_noisy.psnr"] == runs["evaluate"].data.metrics["denoiser_on_noisy.psnr"]
+    )
+    assert "basic_on_clean.psnr" not in scores
+    experiment = client.get_experiment(basic.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    figures = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "figures")}
+    assert "figures/denoised.png" in figures
 
 
 def test_lineage_of_a_model_links_every_step_to_dvc_lock_and_mlflow(repo):
@@ -558,12 +577,20 @@ def test_queued_experiments_on_two_workers_land_in_one_mlflow_store(repo):
     assert not list(repo.glob(".dvc/tmp/exps/*/mlflow.db")), "a run logged inside a temp copy"
     rows = {
         row["experiment"]: row
-        for row in json.loads(run(["aepipe", "compare", "--json"], repo).stdout)
+        for row in json.loads(
+            run(["aepipe", "compare", "--experiments", "--format", "json"], repo).stdout
+        )
     }
     assert rows["shown-1"]["evaluate.n_examples"] == 1
     assert rows["shown-3"]["evaluate.n_examples"] == 3
     for name in ("shown-1", "shown-3"):
         assert rows[name]["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
+    compared = run(["aepipe", "compare", "--format", "json", "--log"], repo)
+    table = {r["configuration"]: r for r in json.loads(compared.stdout)}
+    assert set(table) == {"baseline", "evaluate.n_examples=1", "evaluate.n_examples=3"}
+    assert table["evaluate.n_examples=1"]["verdict"] == "no verdict: one seed"
+    logged = [r for r in runs_of(repo) if r.data.tags.get("aepipe.role") == "comparison"]
+    assert len(logged) == 1 and "shown-1" in logged[0].data.tags["aepipe.compared"]
     assert run(["git", "status", "--porcelain"], repo).stdout == ""  # the workspace untouched
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
     for ref in refs:

@@ -248,7 +248,13 @@ def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
         )
     )
     split, noisy = tiny_split()
-    reference = baselines.score_baselines(params, split, noisy)
+    lines = []
+    reference = baselines.score_baselines(params, split, noisy, lines.append)
+    # Progress as the work happens: one line per baseline, then the curve and the probes.
+    assert [line.split(":")[0] for line in lines[: len(reference.table) - 1]] == [
+        name for name in (b.name for b in baselines.all_baselines(split.x_train, 4))
+    ]
+    assert lines[-1].startswith("linear probe on PCA features and raw pixels: pca_")
     collapsed = autoencoders.Autoencoders(
         kind="vae",
         reconstruct=lambda images: np.clip(images * 0.9, 0, 1),
@@ -258,9 +264,13 @@ def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
         decode_basic=lambda codes: np.full((len(codes), 784), 0.5, np.float32),
     )
     histories = {"train_basic": [(1, 0.3, 0.2)], "train_denoise": [(1, 0.2, 0.1)]}
+    steps = []
     result = autoencoders.evaluate_autoencoders(
-        params, split, noisy, reference, collapsed, histories
+        params, split, noisy, reference, collapsed, histories, steps.append
     )
+    assert [step.split(":")[0].split(" ")[0] for step in steps] == [
+        "both", "denoiser", "linear", "t-SNE"
+    ]  # fmt: skip
     assert {"code_map", "vae_interpolation", "vae_prior_samples"} <= set(result.figures)
     assert result.metrics["model_kind"] == "vae"
     assert [row["noise_factor"] for row in result.robustness] == [0.4]

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.core.config import parse_params
 from pipeline.tracking import registry
-from pipeline.tracking.registry import Candidate, champion_alias, improves
+from pipeline.tracking.registry import Candidate, champion_alias
 from tests.conftest import default_params, merge
 
 
@@ -27,12 +27,46 @@ def test_champions_are_per_benchmark():
     assert champion_alias(small) == "champion-noise1e-05-seed1-test10000-v2"
 
 
-def test_only_a_real_improvement_takes_over():
-    assert improves(19.4, None)
-    assert improves(19.5, 19.4)
-    assert not improves(19.4, 19.4)
-    assert not improves(19.4 + 1e-6, 19.4)  # float noise, e.g. the same model on two workers
-    assert not improves(19.3, 19.4)
+SPREAD = registry.SEED_SPREAD_DB["noise0_4-seed1-test10000-v2"]
+
+
+def candidate(score=19.5, group="g-new"):
+    benchmark = "noise0_4-seed1-test10000-v2"
+    return Candidate("models/denoise.keras", "md5abc", score, group, benchmark, {})
+
+
+def test_the_first_candidate_of_a_benchmark_becomes_champion():
+    assert registry.decide(candidate(), None, None).promote
+
+
+def test_another_seed_of_the_champions_configuration_never_takes_over():
+    decision = registry.decide(candidate(score=25.0, group="g-old"), 19.4, "g-old")
+    assert not decision.promote and "another seed is not an improvement" in decision.reason
+
+
+def test_a_single_seed_gain_must_exceed_the_recorded_seed_spread():
+    assert SPREAD > 0.02  # measured, not a placeholder
+    within = registry.decide(candidate(score=19.4 + SPREAD * 0.9), 19.4, "g-old")
+    beyond = registry.decide(candidate(score=19.4 + SPREAD * 1.1), 19.4, "g-old")
+    assert not within.promote and "not beyond the seed spread recorded" in within.reason
+    assert beyond.promote and "beyond the seed spread recorded" in beyond.reason
+    worse = registry.decide(candidate(score=17.0), 19.4, "g-old")
+    assert not worse.promote and worse.reason.endswith("not an improvement")
+    unmeasured = Candidate("m", "x", 30.0, "g", "noise9_0-seed1-test10-v2", {})
+    assert "largest recorded seed spread" in registry.decide(unmeasured, 10.0, "h").reason
+
+
+def test_with_replicates_the_interval_of_the_gain_decides_not_the_margin():
+    champion = {0: 19.50, 1: 19.52, 2: 19.49}
+    consistent = {0: 19.56, 1: 19.585, 2: 19.55}  # +0.06 on every seed: below the spread
+    noisy = {0: 19.60, 1: 19.45, 2: 19.52}  # a higher mean, but seed noise
+    real = registry.decide(candidate(score=19.55), 19.50, "g-old", (consistent, champion))
+    assert real.promote and "paired, 3 vs 3 seeds" in real.reason
+    noise = registry.decide(candidate(score=19.60), 19.50, "g-old", (noisy, champion))
+    assert not noise.promote and "within seed noise" in noise.reason
+    other_seeds = {3: 19.56, 4: 19.585, 5: 19.55}
+    welch = registry.decide(candidate(score=19.55), 19.50, "g-old", (other_seeds, champion))
+    assert "welch" in welch.reason
 
 
 class Version:
@@ -57,8 +91,16 @@ class Registry:
     def set_registered_model_alias(self, name, alias, version):
         self.aliases[alias] = version
 
+    def search_runs(self, *args, **kwargs):
+        return []  # no replicates
+
+    def search_model_versions(self, query):
+        return []
+
 
 class Runs:
+    experiment_id = "1"
+
     def __init__(self, client):
         self.client = client
 
@@ -85,18 +127,28 @@ def registered(monkeypatch):
     return calls
 
 
-CANDIDATE = Candidate("models/denoise.keras", "md5abc", 19.5, {"model.kind": "dense"})
+CANDIDATE = candidate(score=19.4 + SPREAD + 0.01)
 
 
 def test_a_better_candidate_takes_the_alias(registered):
-    client = Registry(Version("3", {registry.SCORE: "19.4"}))
+    client = Registry(Version("3", {registry.SCORE: "19.4", "aepipe.replicate_group": "g-old"}))
     outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
-    assert outcome == (
-        "aepipe-denoiser version 7 (denoiser_on_noisy.psnr 19.5000, was 19.4000) is now @champion-x"
+    assert outcome.startswith(
+        f"aepipe-denoiser version 7 (denoiser_on_noisy.psnr {CANDIDATE.score:.4f}, was 19.4000) "
+        "is now @champion-x: gain"
     )
     assert client.aliases == {"champion-x": "7"}
     [(uri, _, tags)] = registered
     assert uri == "models:/m-1" and tags["dvc.out.models/denoise.keras"] == "md5abc"
+    assert tags["aepipe.replicate_group"] == "g-new"
+
+
+def test_a_rerun_with_another_seed_is_registered_without_the_alias(registered):
+    client = Registry(Version("3", {registry.SCORE: "19.4", "aepipe.replicate_group": "g-new"}))
+    outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
+    assert outcome.startswith("aepipe-denoiser version 7 (denoiser_on_noisy.psnr")
+    assert "registered without @champion-x (version 3, 19.4000): same configuration" in outcome
+    assert client.aliases == {} and len(registered) == 1
 
 
 def test_a_champion_without_a_score_tag_is_named_not_a_crash(registered):

@@ -11,6 +11,7 @@ import threading
 import psutil
 import pytest
 
+from pipeline import cli
 from pipeline.core.errors import PipelineError
 from pipeline.ops import postgres, server
 from tests.conftest import error_message, free_port
@@ -60,7 +61,67 @@ def test_stop_never_signals_a_process_the_record_no_longer_names(tmp_path, bysta
         assert not config.record_file.exists()  # the stale record is gone
 
 
-@pytest.mark.parametrize("content", ["abc", "1234", '{"pid": "x"}', "[]"])
+def test_an_mlflow_server_of_another_state_directory_is_not_ours(tmp_path):
+    """A record copied along with its directory names the original's server."""
+    other = tmp_path / "original" / "artifacts"
+    fake = subprocess.Popen(
+        ["python3", "-c", "import time; time.sleep(300)", "mlflow", "server",
+         "--artifacts-destination", str(other), "--port", "5999"]
+    )  # fmt: skip
+    try:
+        process = psutil.Process(fake.pid)
+        copy = server.ServerConfig(state_dir=tmp_path / "copy")
+        copy.state_dir.mkdir()
+        copy.record_file.write_text(json.dumps({"pid": fake.pid, "started": process.create_time()}))
+        assert server.stop_tracking(copy) == "the MLflow server was not running"
+        assert process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        original = server.ServerConfig(state_dir=tmp_path / "original")
+        original.state_dir.mkdir()
+        original.record_file.write_text(
+            json.dumps({"pid": fake.pid, "started": process.create_time()})
+        )
+        assert server.recorded_server(original).pid == fake.pid
+        message = error_message(PipelineError, server.start, original)  # another --port
+        assert "runs on port 5999 (pid" in message and "not 5000: stop it first" in message
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+def test_a_postmaster_pid_file_naming_another_process_is_never_trusted(tmp_path, bystander):
+    """pg_ctl signals any live pid its postmaster.pid names; a stale file can name anything."""
+    cluster = postgres.Cluster(tmp_path / "pgdata", "127.0.0.1", 5999)
+    cluster.pgdata.mkdir()
+    (cluster.pgdata / "PG_VERSION").write_text("15\n")
+    started = int(bystander.create_time())
+    lines = [
+        bystander.pid,
+        cluster.pgdata,
+        started,
+        5999,
+        cluster.pgdata,
+        "127.0.0.1",
+        "1 2",
+        "ready",
+    ]
+    (cluster.pgdata / "postmaster.pid").write_text("\n".join(map(str, lines)) + "\n")
+    assert not cluster.running() and cluster.postmaster() is None
+    cluster.stop()  # nothing to stop: no pg_ctl, no signal
+    assert server.stop(server.ServerConfig(state_dir=tmp_path)) == [
+        "the MLflow server was not running"
+    ]
+    assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "70000", "http"])
+def test_ports_outside_1_to_65535_are_refused_by_the_command_line(text):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["server", "start", "--port", text])
+
+
+@pytest.mark.parametrize(
+    "content", ["abc", "1234", '{"pid": "x"}', "[]", '{"pid": -1, "started": 1}']
+)
 def test_a_record_this_project_did_not_write_is_refused_in_one_line(tmp_path, content):
     config = server.ServerConfig(state_dir=tmp_path)
     config.record_file.write_text(content)

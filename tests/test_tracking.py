@@ -122,18 +122,72 @@ def test_runs_whose_process_died_are_marked_killed_and_no_others(tmp_path, monke
         tags = {TAG_PROCESS: identity, TAG_REPOSITORY: repository}
         return client.create_run(experiment, tags=tags).info.run_id
 
-    orphan = running(dead_identity, here)
+    pipeline_run = client.create_run(experiment).info.run_id
+    client.set_terminated(pipeline_run, "FINISHED")  # an earlier stage ended it; then the kill
+    orphan = client.create_run(
+        experiment,
+        tags={TAG_PROCESS: dead_identity, TAG_REPOSITORY: here, "mlflow.parentRunId": pipeline_run},
+    ).info.run_id
     live = running(alive_identity, here)
     other_repository = running(dead_identity, elsewhere)
     other_host = running("another-host:1:1.0", here)
-    assert runs.end_orphaned_runs(client, experiment) == [orphan]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert runs.sweep_orphaned_runs() == [orphan]  # as the validate stage does
     status = {
-        run: client.get_run(run).info.status for run in (orphan, live, other_repository, other_host)
+        run: client.get_run(run).info.status
+        for run in (orphan, pipeline_run, live, other_repository, other_host)
     }
     assert status == {
         orphan: "KILLED",
+        pipeline_run: "KILLED",
         live: "RUNNING",
         other_repository: "RUNNING",
         other_host: "RUNNING",
     }
     assert runs.end_orphaned_runs(client, experiment) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("foo://bar", "is not a store this pipeline can use"),
+        ("/a/plain/path", "is not a store this pipeline can use"),
+        ("file:///tmp/mlruns", "is not a store this pipeline can use"),
+        ("postgresql://u:p@127.0.0.1:1/db", "No module named .psycopg.*postgresql\\+psycopg2://"),
+        ("mysql://u:p@127.0.0.1:1/db", "cannot use this database URI"),
+    ],
+)
+def test_unusable_tracking_uris_are_one_line(uri, message):
+    with pytest.raises(TrackingError, match=message) as caught:
+        store.check_uri(uri)
+    assert "\n" not in str(caught.value)
+
+
+def test_lookups_never_create_or_adopt_a_store(tmp_path, monkeypatch):
+    """verify, lineage and compare read the store: a mistyped path, an empty file or a SQLite
+    file of something else is named, and nothing is written to it."""
+    import sqlite3
+
+    from pipeline.tracking.finder import RunFinder
+
+    missing = tmp_path / "typo" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    with pytest.raises(TrackingError, match="does not exist"):
+        RunFinder.open_existing()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty}")
+    with pytest.raises(TrackingError, match="no MLflow store there"):
+        RunFinder.open_existing()
+    assert empty.stat().st_size == 0
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+    before = other.read_bytes()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    with pytest.raises(TrackingError, match="a SQLite file without MLflow's tables"):
+        RunFinder.open_existing()
+    assert other.read_bytes() == before
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)  # the embedded store of a fresh clone: none yet, not an error
+    assert RunFinder.open_existing() is None and not (tmp_path / "mlflow.db").exists()

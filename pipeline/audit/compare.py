@@ -1,4 +1,10 @@
-"""`aepipe compare`: the experiments DVC knows, side by side, each with its MLflow run."""
+"""`aepipe compare`: DVC experiments compared as configurations over seed replicates.
+
+Experiments whose params differ only in `seed` are replicates of one configuration. For each
+configuration and metric: n, mean, standard deviation and the 95% interval of the mean; against a
+baseline configuration, the difference with its 95% interval and a verdict (`evaluation.
+replicates`). `--experiments` shows the experiments one by one instead, with their MLflow runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from pipeline.tracking.finder import RunFinder
 from pipeline.tracking.provenance import git
 
 DEFAULT_METRICS = ("denoiser_on_noisy.psnr", "basic_on_clean.psnr", "noisy_input.psnr")
+REPLICATE_METRICS = ("denoiser_on_noisy.psnr", "denoiser_on_noisy.ssim", "basic_on_clean.psnr")
+UNFINISHED = {"Queued", "Running", "Failed"}
 DENOISER = "models/denoise.keras"
 
 
@@ -112,3 +120,240 @@ def compare(
         check_columns(metrics, metric_keys(rows, set(all_params)), "--metric")
     chosen_params = params or changed_params(rows, all_params)
     return comparison(rows, chosen_params, chosen_metrics, RunFinder.open_existing())
+
+
+def experiment_params(root: Path, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The params an experiment row ran with, typed as in its params.yaml (DVC's table turns
+    every number into a float and lists into text), or None if they no longer validate."""
+    from pipeline.core.config import parse_params, read_yaml
+
+    rev = row.get("rev")
+    try:
+        if rev == "workspace":
+            text = (root / "params.yaml").read_text(encoding="utf-8")
+        else:
+            text = git("show", f"{rev}:params.yaml", cwd=root)
+        return parse_params(read_yaml(text, f"{rev}:params.yaml")).flat()
+    except (PipelineError, OSError, UnicodeDecodeError):
+        return None
+
+
+def replicate_frame(root: Path, rows: list[dict[str, Any]], metrics: list[str]):
+    """One row per distinct run (configuration, seed) with its metrics: a pandas DataFrame with
+    the columns experiment, rev, seed, group, params and the metrics. The workspace counts only
+    when its results are not already those of a commit or experiment shown."""
+    import pandas as pd
+
+    from pipeline.tracking.tags import replicate_group
+
+    records = []
+    ordered = sorted(rows, key=lambda row: row.get("rev") == "workspace")  # workspace last
+    for row in ordered:
+        values = {metric: row.get(metric) for metric in metrics}
+        if row.get("State") in UNFINISHED or any(v is None for v in values.values()):
+            continue
+        flat = experiment_params(root, row)
+        if flat is None:
+            continue
+        records.append(
+            {
+                "experiment": row.get("Experiment") or row.get("rev"),
+                "rev": row.get("rev"),
+                "seed": flat["seed"],
+                "group": replicate_group(flat),
+                "params": flat,
+                **{metric: float(value) for metric, value in values.items()},
+            }
+        )
+    columns = ["experiment", "rev", "seed", "group", "params", *metrics]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    return frame.drop_duplicates(subset=["group", "seed"], keep="first").reset_index(drop=True)
+
+
+def baseline_group(frame, baseline: str | None) -> str:
+    """The configuration of the named experiment (name, rev, or `workspace`); by default that of
+    the commit the experiments are based on."""
+    if frame.empty:
+        raise PipelineError("no finished experiment has these metrics; nothing to compare")
+    if baseline is None:
+        named = frame[frame["rev"] != "workspace"]
+        return (named if not named.empty else frame).iloc[0]["group"]
+    match = frame[(frame["experiment"] == baseline) | (frame["rev"] == baseline)]
+    if match.empty:
+        known = ", ".join(sorted(set(frame["experiment"])))
+        raise PipelineError(
+            f"--baseline {baseline}: no finished experiment of that name; known: {known}"
+        )
+    return match.iloc[0]["group"]
+
+
+def configuration_label(params: dict[str, Any], reference: dict[str, Any]) -> str:
+    """The params (but seed) that differ from the baseline's, e.g. `model.kind=conv`."""
+    changed = [
+        f"{key}={value}"
+        for key, value in params.items()
+        if key != "seed" and value != reference.get(key)
+    ]
+    return ", ".join(changed) or "baseline"
+
+
+def replicate_comparison(frame, metrics: list[str], baseline: str | None):
+    """One row per configuration and metric: the summary over seeds and, against the baseline
+    configuration, the difference and verdict. A pandas DataFrame."""
+    import pandas as pd
+
+    from pipeline.evaluation import replicates
+
+    base = baseline_group(frame, baseline)
+    reference = frame[frame["group"] == base].iloc[0]["params"]
+    groups = [base] + [g for g in dict.fromkeys(frame["group"]) if g != base]
+    records = []
+    for group in groups:
+        members = frame[frame["group"] == group].sort_values("seed")
+        label = configuration_label(members.iloc[0]["params"], reference)
+        for metric in metrics:
+            values = dict(zip(members["seed"], members[metric], strict=True))
+            summary = replicates.summarise(list(values.values()))
+            record = {
+                "configuration": label,
+                "group": group,
+                "experiments": " ".join(members["experiment"]),
+                "seeds": " ".join(str(seed) for seed in values),
+                "metric": metric,
+                "n": summary.n,
+                "mean": summary.mean,
+                "std": summary.std,
+                "ci_low": summary.low,
+                "ci_high": summary.high,
+            }
+            if group != base:
+                ref = frame[frame["group"] == base]
+                ref_values = dict(zip(ref["seed"], ref[metric], strict=True))
+                diff = replicates.difference(
+                    values, ref_values, replicates.higher_is_better(metric)
+                )
+                verdict = diff.verdict
+                if _on_noisy_images(metric) and _benchmark(members) != _benchmark(ref):
+                    verdict = OTHER_BENCHMARK.get(verdict, verdict) + " (other benchmark)"
+                record.update(
+                    difference=diff.estimate,
+                    diff_low=diff.low,
+                    diff_high=diff.high,
+                    test=diff.test,
+                    verdict=verdict,
+                )
+            records.append(record)
+    columns = ["difference", "diff_low", "diff_high", "test", "verdict"]
+    return pd.DataFrame.from_records(records).reindex(
+        columns=[*dict.fromkeys([*records[0], *columns])]
+    )
+
+
+# A higher PSNR on easier noise is not a better denoiser: across benchmarks, only the direction.
+OTHER_BENCHMARK = {"better": "higher", "worse": "lower"}
+
+
+def _on_noisy_images(metric: str) -> bool:
+    return metric.split(".", 1)[0] in {"denoiser_on_noisy", "noisy_input", "denoisers"}
+
+
+def _benchmark(members) -> tuple[Any, ...]:
+    params = members.iloc[0]["params"]
+    return params["noise.factor"], params["noise.seed"], params["data.test_size"]
+
+
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.4f}"  # NaN: not defined for one seed
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if low != low else f"[{low:.4f}, {high:.4f}]"
+
+
+def replicate_markdown(table) -> str:
+    """Two tables: each configuration over its seeds, then each against the baseline."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    summary = ["| configuration | n | seeds | " + " | ".join(metrics) + " |"]
+    summary.append("|" + " --- |" * (3 + len(metrics)))
+    for label, rows in table.groupby("configuration", sort=False):
+        first = rows.iloc[0]
+        cells = [
+            f"{_number(r['mean'])} ± {_number(r['std'])} {_interval(r['ci_low'], r['ci_high'])}"
+            for _, r in rows.iterrows()
+        ]
+        summary.append(f"| {label} | {first['n']} | {first['seeds']} | " + " | ".join(cells) + " |")
+    lines = [
+        "Each configuration over its seeds: mean ± standard deviation [95% interval of the mean]",
+        "",
+        *summary,
+    ]
+    against = table[table["difference"].notna()]
+    if not against.empty:
+        lines += [
+            "",
+            "Against the baseline: difference of means [95% interval], and the verdict",
+            "",
+            "| configuration | metric | difference | 95% interval | test | verdict |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for _, r in against.iterrows():
+            lines.append(
+                f"| {r['configuration']} | {r['metric']} | {r['difference']:+.4f} | "
+                f"{_interval(r['diff_low'], r['diff_high'])} | {r['test']} | {r['verdict']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def replicate_figure(frame, table, path: Path) -> None:
+    """Each metric's values per configuration (one dot per seed), with mean and 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(table["metric"]))
+    labels = list(dict.fromkeys(table["configuration"]))
+    groups = list(dict.fromkeys(table["group"]))
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(labels) + 1.6), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for position, group in enumerate(groups):
+            values = frame[frame["group"] == group][metric]
+            ax.scatter(values, [position] * len(values), s=14, color="tab:blue", alpha=0.6)
+            row = table[(table["group"] == group) & (table["metric"] == metric)].iloc[0]
+            if row["n"] > 1:
+                ax.errorbar(
+                    row["mean"],
+                    position,
+                    fmt="none",
+                    ecolor="black",
+                    capsize=4,
+                    xerr=[[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]],
+                )
+            ax.plot(row["mean"], position, marker="|", markersize=14, color="black")
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [""] * len(labels))
+        ax.invert_yaxis()
+        ax.set_title(metric, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    figure.suptitle("per seed (dots), mean and 95% interval (bars)", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(figure)
+
+
+def compare_replicates(
+    root: Path, metrics: list[str] | None, baseline: str | None, revs: list[str] | None = None
+):
+    """(runs frame, comparison table) for the experiments of HEAD or of `revs`."""
+    from pipeline.core.config import load_params
+
+    check_repository(root, revs)
+    all_params = set(load_params(root / "params.yaml").flat())
+    rows = experiment_rows(root, revs)
+    if metrics:
+        check_columns(metrics, metric_keys(rows, all_params), "--metric")
+    chosen = list(metrics or REPLICATE_METRICS)
+    frame = replicate_frame(root, rows, chosen)
+    return frame, replicate_comparison(frame, chosen, baseline)

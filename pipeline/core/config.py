@@ -233,11 +233,21 @@ def read_yaml(text: str, origin: str) -> Any:
         raise ParamsError(f"{origin}: {exc.problem} (line {where}); give each key once") from None
     except YAMLError as exc:
         raise ParamsError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ParamsError(f"{origin}: nested too deeply to be a params file") from None
+
+
+MAX_PARAMS_BYTES = 1 << 20  # the defaults take 2 kB
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise ParamsError(f"{path}: not a regular file (a pipe or device?)")
+        if path.is_file() and path.stat().st_size > MAX_PARAMS_BYTES:
+            size = path.stat().st_size
+            raise ParamsError(f"{path}: {size} bytes; a params file is at most {MAX_PARAMS_BYTES}")
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found (run from the repository root)") from None

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from pipeline.artifacts.baseline_results import NOISY_INPUT, BaselineResults
 from pipeline.artifacts.history import HistoryRow
 from pipeline.core.config import Params
+from pipeline.core.progress import Report, scores, silent
 from pipeline.data.images import NoisySplit, Split
 from pipeline.data.noise import at_each_factor
 from pipeline.evaluation import figures
@@ -55,6 +56,7 @@ def evaluate_autoencoders(
     reference: BaselineResults,
     models: Autoencoders,
     histories: dict[str, list[HistoryRow]],
+    report: Report = silent,
 ) -> Evaluation:
     """Both models on the test set, the denoiser among the baselines and against noise strength,
     the probe on their codes, and the figures."""
@@ -63,8 +65,9 @@ def evaluate_autoencoders(
     denoised = models.denoise(noisy.x_test)
     metrics = reconstruction_groups(x_test, reconstructed, denoised)
     metrics["noisy_input"] = reference.noisy_input
-
     ours = metrics["denoiser_on_noisy"]
+    report(f"both models on {len(x_test)} test images: denoiser PSNR {ours['psnr']:.2f} dB")
+
     table = best_first([table_row(AUTOENCODER, ours["psnr"], ours["ssim"]), *reference.table])
     metrics["denoisers"] = {
         row["method"]: {"psnr": row["psnr"], "ssim": row["ssim"]} for row in table
@@ -82,6 +85,7 @@ def evaluate_autoencoders(
         {"noise_factor": row["noise_factor"], "denoiser_psnr": psnr, **row}
         for psnr, row in zip(denoiser_psnr, reference.robustness, strict=True)
     ]
+    report(f"denoiser against noise: {len(curve)} noise factors")
 
     basic_codes = (models.encode_basic(split.x_train), models.encode_basic(x_test))
     denoiser_codes = (models.encode_denoiser(split.x_train), models.encode_denoiser(x_test))
@@ -91,6 +95,7 @@ def evaluate_autoencoders(
         split.y_test,
     )
     metrics["probe_accuracy"] = {**code_accuracy, **reference.probe_accuracy}
+    report(f"linear probe on the codes: {scores(code_accuracy)}")
 
     drawn = _figures(params, split, noisy, reference, table, curve, reconstructed, denoised)
     drawn["code_map"] = figures.code_map(
@@ -98,6 +103,7 @@ def evaluate_autoencoders(
         split.y_test[:MAP_POINTS],
         f"t-SNE of the {models.kind} model's test codes",
     )
+    report("t-SNE map of the codes")
     drawn["codes"] = figures.code_grid(basic_codes[1][: params.evaluate.n_examples])
     drawn["loss_curves"] = figures.loss_curves(histories)
     if models.kind == "vae":

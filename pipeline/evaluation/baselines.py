@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.artifacts.baseline_results import MAX_EXAMPLES, BaselineResults
 from pipeline.core.config import Params
+from pipeline.core.progress import Report, scores, silent
 from pipeline.data.images import NoisySplit, Split
 from pipeline.data.noise import at_each_factor
 from pipeline.evaluation.classical import FILTERS, Baseline, pca_baseline, tune
@@ -28,6 +29,7 @@ def compare_baselines(
     noisy: np.ndarray,
     tuning_clean: np.ndarray,
     tuning_noisy: np.ndarray,
+    report: Report = silent,
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One row per baseline (PSNR, SSIM on the test set; parameter tuned on held-out images),
     and each baseline's outputs."""
@@ -37,6 +39,7 @@ def compare_baselines(
         output = outputs[baseline.name] = baseline(noisy, value)
         psnr, ssim = mean_psnr(clean, output), mean_ssim(clean, output)
         rows.append(table_row(baseline.name, psnr, ssim, baseline.parameter, value))
+        report(f"{baseline.name}: PSNR {psnr:.2f} dB ({baseline.parameter} {value:g}, tuned)")
     return rows, outputs
 
 
@@ -66,13 +69,20 @@ def baseline_robustness(
     return rows
 
 
-def score_baselines(params: Params, split: Split, noisy: NoisySplit) -> BaselineResults:
+def score_baselines(
+    params: Params, split: Split, noisy: NoisySplit, report: Report = silent
+) -> BaselineResults:
     """Classical denoisers tuned on the held-out images and scored on the test set, the best one's
     robustness curve, the noisy input's scores, and the probe on PCA features and raw pixels."""
     dim = params.model.encoding_dim
     baselines = {b.name: b for b in all_baselines(split.x_train, dim)}
     rows, outputs = compare_baselines(
-        list(baselines.values()), split.x_test, noisy.x_test, split.x_tuning, noisy.x_tuning
+        list(baselines.values()),
+        split.x_test,
+        noisy.x_test,
+        split.x_tuning,
+        noisy.x_tuning,
+        report,
     )
     best = max(rows, key=lambda row: row["psnr"])["method"]
     noisy_input = reconstruction_metrics(split.x_test, noisy.x_test)
@@ -84,6 +94,7 @@ def score_baselines(params: Params, split: Split, noisy: NoisySplit) -> Baseline
         params.evaluate.robustness_factors,
         params.noise.seed,
     )
+    report(f"{best} against noise: {len(robustness)} noise factors, each re-tuned")
     probe = probe_accuracies(
         {
             f"pca_{dim}": pca_features(split.x_train, split.x_test, dim),
@@ -92,5 +103,6 @@ def score_baselines(params: Params, split: Split, noisy: NoisySplit) -> Baseline
         split.y_train,
         split.y_test,
     )
+    report(f"linear probe on PCA features and raw pixels: {scores(probe)}")
     examples = {name: output[:MAX_EXAMPLES].astype(np.float32) for name, output in outputs.items()}
     return BaselineResults(best_first(rows), best, robustness, noisy_input, probe, examples)

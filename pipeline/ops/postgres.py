@@ -15,6 +15,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from pipeline.core.errors import PipelineError
 
 DB_NAME = DB_USER = "mlflow"
@@ -86,10 +88,29 @@ class Cluster:
     def _pg_ctl(self, *args: str) -> list[str]:
         return _as_postgres([postgres_binary("pg_ctl"), "-D", str(self.pgdata), *args])
 
+    def postmaster(self) -> psutil.Process | None:
+        """The PostgreSQL server of this data directory, if it runs. `pg_ctl` trusts any live pid
+        in `postmaster.pid`; a stale or copied file can name another process, so the pid must be
+        a `postgres` process started with this data directory at the time the file records."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            pid, datadir, started = int(lines[0]), Path(lines[1]), int(lines[2])
+            process = psutil.Process(pid)
+            command, created = process.cmdline(), process.create_time()
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        here = self.pgdata.resolve()
+        ours = (
+            datadir.resolve() == here
+            and Path(command[0] if command else "").name in {"postgres", "postmaster"}
+            and "-D" in command[:-1]
+            and Path(command[command.index("-D") + 1]).resolve() == here
+            and abs(created - started) < 5
+        )
+        return process if ours else None
+
     def running(self) -> bool:
-        if not (self.pgdata / "PG_VERSION").is_file():
-            return False
-        return subprocess.run(self._pg_ctl("status"), capture_output=True).returncode == 0
+        return self.postmaster() is not None
 
     def serves_port(self) -> bool:
         """Running, and listening on `port` (the fourth line of its postmaster.pid)."""

@@ -133,7 +133,9 @@ def recorded_server(config: ServerConfig) -> psutil.Process | None:
     try:
         record = json.loads(config.record_file.read_text())
         pid, started = int(record["pid"]), float(record["started"])
-    except (ValueError, KeyError, TypeError):
+        if pid <= 0:
+            raise ValueError(pid)
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise PipelineError(
             f"{config.record_file}: not a record of a server this project started; nothing "
             "signalled (delete the file if no server runs)"
@@ -141,13 +143,29 @@ def recorded_server(config: ServerConfig) -> psutil.Process | None:
     try:
         process = psutil.Process(pid)
         same = abs(process.create_time() - started) < 0.01
-        ours = same and {"mlflow", "server"} <= set(process.cmdline())
-    except psutil.Error:
+        ours = same and _serves_artifacts_of(process.cmdline(), config)
+    except (psutil.Error, ValueError, OverflowError):
         ours = False
     if not ours:
         config.record_file.unlink()
         return None
     return process
+
+
+def _serves_artifacts_of(command: list[str], config: ServerConfig) -> bool:
+    """An `mlflow server` command line with this state directory's artifacts (a record copied
+    along with its directory names the original's server, which is not this one)."""
+    flag = "--artifacts-destination"
+    if not {"mlflow", "server", flag} <= set(command) or command.index(flag) + 1 >= len(command):
+        return False
+    return Path(command[command.index(flag) + 1]).resolve() == config.artifacts.resolve()
+
+
+def _port_of(process: psutil.Process) -> int | None:
+    command = process.cmdline()
+    with contextlib.suppress(ValueError, IndexError):
+        return int(command[command.index("--port") + 1])
+    return None
 
 
 def start(config: ServerConfig) -> tuple[float, bool]:
@@ -156,8 +174,16 @@ def start(config: ServerConfig) -> tuple[float, bool]:
     If anything fails, what this call started is stopped again, and nothing else.
     """
     began = time.monotonic()
-    if recorded_server(config) is not None and speaks_mlflow(config.uri):
-        return 0.0, True
+    running = recorded_server(config)
+    if running is not None:
+        port = _port_of(running)
+        if port != config.port:
+            raise PipelineError(
+                f"the MLflow server of {config.state_dir} runs on port {port} (pid "
+                f"{running.pid}), not {config.port}: stop it first (aepipe server stop)"
+            )
+        if speaks_mlflow(config.uri):
+            return 0.0, True
     if listening(config.host, config.port):
         raise PipelineError(
             f"port {config.port} is taken by {who_listens(config.port)}, not by an MLflow server "

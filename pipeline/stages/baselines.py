@@ -9,7 +9,7 @@ not after each training experiment; `evaluate` adds the autoencoders to these re
 from __future__ import annotations
 
 from pipeline.artifacts import baseline_results
-from pipeline.core import paths
+from pipeline.core import paths, progress
 from pipeline.core.config import Params
 from pipeline.core.entry import stage_main
 from pipeline.data.images import load_noisy, load_prepared
@@ -20,7 +20,7 @@ from pipeline.evaluation.table import score_lines
 def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
     noisy = load_noisy(paths.NOISY_DIR)
-    results = score_baselines(params, split, noisy)
+    results = score_baselines(params, split, noisy, progress.printer("baselines"))
     baseline_results.save(results)
     for line in score_lines(results.table, results.probe_accuracy):
         print(f"baselines: {line}")

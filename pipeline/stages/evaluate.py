@@ -11,15 +11,18 @@ from pathlib import Path
 
 from pipeline.artifacts import baseline_results
 from pipeline.artifacts.history import read_history
-from pipeline.core import paths
+from pipeline.core import paths, progress
 from pipeline.core.config import Params
 from pipeline.core.entry import stage_main
 from pipeline.core.files import write_csv_atomic, write_json_atomic
 from pipeline.data.images import load_noisy, load_prepared
+from pipeline.evaluation.benchmark import benchmark_name
 from pipeline.evaluation.table import score_lines
 from pipeline.tracking import runs
+from pipeline.tracking.tags import TAG_BENCHMARK
 
 TRAINING_STAGES = {"train_basic": "basic", "train_denoise": "denoise"}  # stage -> model file
+SCORED_MODELS = {"basic_on_clean": "basic", "denoiser_on_noisy": "denoise"}  # metrics -> model
 
 
 def _autoencoders(basic_file: Path, denoiser_file: Path):
@@ -58,20 +61,25 @@ def run(params: Params) -> None:
         *(paths.history_file(stage) for stage in TRAINING_STAGES),
     ]
 
-    with runs.stage_run("evaluate", inputs) as run:
+    with runs.stage_run("evaluate", inputs, params) as run:
         run.log_params(params.flat())
+        run.set_tags({TAG_BENCHMARK: benchmark_name(params)})
         from pipeline.evaluation import figures
         from pipeline.evaluation.autoencoders import evaluate_autoencoders
 
         models = _autoencoders(*model_files)
-        result = evaluate_autoencoders(params, split, noisy, reference, models, histories)
+        result = evaluate_autoencoders(
+            params, split, noisy, reference, models, histories, progress.printer("evaluate")
+        )
         write_json_atomic(paths.METRICS_FILE, result.metrics)
         write_csv_atomic(paths.DENOISERS_TABLE, result.table)
         write_csv_atomic(paths.ROBUSTNESS_TABLE, result.robustness)
         for name, figure in result.figures.items():
             figures.save_png(figure, paths.FIGURES_DIR / f"{name}.png")
-        run.log_metric_tree(result.metrics)
+        scored = {group: paths.model_file(name) for group, name in SCORED_MODELS.items()}
+        run.log_metric_tree(result.metrics, run.logged_model_ids(scored))
         run.log_outputs(output_files())
+        run.log_directory(paths.FIGURES_DIR, "figures")  # where a user looks in the MLflow UI
     for line in score_lines(result.table, result.metrics["probe_accuracy"]):
         print(f"evaluate: {line}")
 

@@ -1,5 +1,6 @@
 """Stage `register`: the denoiser becomes a new version in the MLflow model registry, with its
-lineage tags, only when its test PSNR beats its benchmark's champion (`tracking.registry`).
+lineage tags; the champion alias of its benchmark moves to it only when its gain is beyond seed
+noise (`tracking.registry`).
 
 The registry lives outside the workspace, so the stage also writes
 `reports/registry_candidate.json`: what it put to the registry (model md5, score, alias). Without
@@ -18,10 +19,11 @@ from pipeline.core.config import Params
 from pipeline.core.entry import stage_main
 from pipeline.core.errors import DataError, TrackingError
 from pipeline.core.files import dvc_md5, write_json_atomic
+from pipeline.evaluation.benchmark import SCORE, benchmark_name
 from pipeline.tracking import registry
 from pipeline.tracking.finder import RunFinder
-from pipeline.tracking.runs import end_orphaned_runs
-from pipeline.tracking.store import store_errors
+from pipeline.tracking.runs import sweep_orphaned_runs
+from pipeline.tracking.tags import replicate_group
 
 DENOISER = paths.model_file("denoise")
 
@@ -42,7 +44,9 @@ def run(params: Params) -> None:
     candidate = registry.Candidate(
         path=DENOISER.as_posix(),
         md5=dvc_md5(DENOISER),
-        score=_metric(metrics, registry.SCORE),
+        score=_metric(metrics, SCORE),
+        group=replicate_group(params.flat()),
+        benchmark=benchmark_name(params),
         tags={
             "denoiser_on_noisy.ssim": str(_metric(metrics, "denoiser_on_noisy.ssim")),
             "model.kind": params.model.kind,
@@ -51,14 +55,13 @@ def run(params: Params) -> None:
     runs = RunFinder.open_existing()
     if runs is None:
         raise TrackingError(f"no MLflow store with runs: nothing records {DENOISER} to register")
-    with store_errors(runs.uri):
-        end_orphaned_runs(runs.client, runs.experiment_id)
+    sweep_orphaned_runs()
     alias = registry.champion_alias(params)
     outcome = registry.register(runs, candidate, alias)
     receipt = {
         "model": registry.MODEL_NAME,
         "alias": alias,
-        registry.SCORE: candidate.score,
+        SCORE: candidate.score,
         candidate.path: candidate.md5,
     }
     write_json_atomic(paths.REGISTRY_RECEIPT, receipt)

@@ -118,7 +118,7 @@ def run(params: Params, model: str) -> None:
         _train(params, stage, data, strategy, run=None)
         return
 
-    with runs.stage_run(stage.name, _inputs(stage, params)) as run:
+    with runs.stage_run(stage.name, _inputs(stage, params), params) as run:
         run.log_params(params.flat())
         model, rows, checkpoint = _train(params, stage, data, strategy, run)
         from pipeline.modelling import architectures, model_files

@@ -13,6 +13,7 @@ from pipeline.tracking.store import (
     corrupted_store,
     ensure_reachable,
     experiment_name,
+    mlflow_tables_in,
     store_errors,
 )
 from pipeline.tracking.tags import TAG_GROUP, TAG_OUT, TAG_STAGE, tagged_md5s
@@ -33,10 +34,19 @@ class RunFinder:
     @classmethod
     def open_existing(cls) -> RunFinder | None:
         """The configured store, or None if the embedded store was never created."""
-        uri, _ = configured_uri()
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-            return None
+        uri, artifact_dir = configured_uri()
         ensure_reachable(uri)
+        if uri.startswith("sqlite:///"):
+            database = Path(uri.removeprefix("sqlite:///"))
+            if not database.is_file() or not database.stat().st_size:
+                if artifact_dir is not None:  # the embedded store: a fresh clone has none yet
+                    return None
+                raise TrackingError(
+                    f"MLFLOW_TRACKING_URI={uri}: no MLflow store there (no such file, or an "
+                    "empty one); check the path"
+                )
+            if not mlflow_tables_in(database):  # never let a lookup create a schema
+                raise TrackingError(corrupted_store(uri, "a SQLite file without MLflow's tables"))
         import mlflow
 
         mlflow.set_tracking_uri(uri)
@@ -70,7 +80,7 @@ class RunFinder:
         return {**self.summary(run), "link": self.link(run_id), "outputs": outputs}
 
     def logged_model(self, run_id: str) -> Any | None:
-        """The model that run `run_id` logged with MLflow's Keras flavour, if any."""
+        """The MLflow model that run `run_id` logged, if any."""
         import mlflow
 
         if not RUN_ID.fullmatch(run_id):

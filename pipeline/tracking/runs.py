@@ -14,13 +14,14 @@ import psutil
 
 from pipeline import modelling
 from pipeline.core import interrupts, paths
-from pipeline.core.config import flatten
+from pipeline.core.config import Params, flatten
 from pipeline.core.files import dvc_md5
 from pipeline.tracking import provenance
 from pipeline.tracking.store import (
     configured_uri,
     ensure_reachable,
     experiment_name,
+    has_running_runs,
     store_errors,
     store_lock,
 )
@@ -29,20 +30,28 @@ from pipeline.tracking.tags import (
     TAG_GROUP,
     TAG_OUT,
     TAG_PROCESS,
+    TAG_REPLICATE_GROUP,
     TAG_REPOSITORY,
     TAG_ROLE,
     TAG_STAGE,
+    replicate_group,
     tagged_md5s,
 )
 
+# Opens the project's experiment on MLflow's model-training view, not the GenAI overview.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
-def _experiment_id(client: Any, artifact_dir: Path | None) -> str:
+
+def project_experiment_id(client: Any, artifact_dir: Path | None) -> str:
     name = experiment_name()
+    kind_tag, kind = EXPERIMENT_KIND
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if kind_tag not in experiment.tags:  # a kind the user chose stays
+            client.set_experiment_tag(experiment.experiment_id, kind_tag, kind)
         return experiment.experiment_id
     location = artifact_dir.as_uri() if artifact_dir else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={kind_tag: kind})
 
 
 def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, str]) -> str:
@@ -74,15 +83,35 @@ def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
             client.set_tag(run.info.run_id, "aepipe.ended_by", "a later stage: process gone")
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run.info.run_id)
+            if parent := tags.get("mlflow.parentRunId"):  # its pipeline run did not finish
+                client.set_terminated(parent, "KILLED")
     return ended
 
 
-def lineage_tags(stage: str, inputs: list[Path], git: provenance.GitState) -> dict[str, str]:
-    """Tags that tie a run to the code, data and DVC experiment it came from, and to the process
-    that runs it (so a later stage can tell that a RUNNING run's process has died)."""
+def sweep_orphaned_runs() -> list[str]:
+    """`end_orphaned_runs` in the configured store, if it exists. On the embedded store with no
+    RUNNING run (the usual case) this costs one read-only query and no MLflow import."""
+    uri, _ = configured_uri()
+    if uri.startswith("sqlite:///") and not has_running_runs(Path(uri.removeprefix("sqlite:///"))):
+        return []
+    from pipeline.tracking.finder import RunFinder
+
+    runs = RunFinder.open_existing()
+    if runs is None:
+        return []
+    with store_errors(runs.uri), interrupts.held():
+        return end_orphaned_runs(runs.client, runs.experiment_id)
+
+
+def lineage_tags(
+    stage: str, inputs: list[Path], git: provenance.GitState, params: Params
+) -> dict[str, str]:
+    """Tags that tie a run to the code, data, params and DVC experiment it came from, and to the
+    process that runs it (so a later stage can tell that a RUNNING run's process has died)."""
     tags = {
         TAG_STAGE: stage,
         TAG_GROUP: provenance.pipeline_run_id(),
+        TAG_REPLICATE_GROUP: replicate_group(params.flat()),
         TAG_PROCESS: provenance.process_identity(psutil.Process()),
         TAG_REPOSITORY: str(paths.repository_root()),
         "git.commit": git.commit,
@@ -137,15 +166,46 @@ class StageRun:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics(metrics, step=step)
 
-    def log_metric_tree(self, tree: dict) -> None:
-        """The numeric leaves of a nested dict (metrics.json), with dotted keys."""
-        self.log_metrics(
-            {key: float(value) for key, value in flatten(tree).items() if _is_number(value)}
-        )
+    @interrupts.held()
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags(tags)
+
+    @interrupts.held()
+    def log_metric_tree(self, tree: dict, model_ids: dict[str, str] | None = None) -> None:
+        """The numeric leaves of a nested dict (metrics.json), with dotted keys. The leaves under
+        a key of `model_ids` are logged as metrics of that logged model too, so MLflow's models
+        page ranks the models by them."""
+        for group, subtree in tree.items():
+            leaves = (
+                flatten(subtree, f"{group}.") if isinstance(subtree, dict) else {group: subtree}
+            )
+            numbers = {key: float(value) for key, value in leaves.items() if _is_number(value)}
+            if numbers:
+                model_id = (model_ids or {}).get(group)
+                self.mlflow.log_metrics(numbers, model_id=model_id)
+
+    def logged_model_ids(self, files: dict[str, Path]) -> dict[str, str]:
+        """key -> id of the logged MLflow model whose `.keras` file is `files[key]` (by md5), for
+        the inputs that a run in this store logged."""
+        from pipeline.tracking.finder import RunFinder
+
+        runs = RunFinder.open_existing()
+        found = {}
+        for key, path in files.items():
+            md5 = self.input_md5s.get(path.as_posix())
+            producing = runs.producing(path.as_posix(), md5) if runs and md5 else []
+            model = runs.logged_model(producing[0]["run_id"]) if producing else None
+            if model is not None:
+                found[key] = model.model_id
+        return found
 
     @interrupts.held()
     def log_artifact(self, path: Path, directory: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=directory)
+
+    @interrupts.held()
+    def log_directory(self, directory: Path, artifact_path: str) -> None:
+        self.mlflow.log_artifacts(str(directory), artifact_path)
 
     @interrupts.held()
     def log_model_file(self, model_file: Path, example_inputs: Any, example_outputs: Any) -> None:
@@ -182,7 +242,7 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
+def stage_run(stage: str, inputs: list[Path], params: Params) -> Iterator[StageRun]:
     """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
 
     Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP, held back while
@@ -195,11 +255,11 @@ def stage_run(stage: str, inputs: list[Path]) -> Iterator[StageRun]:
 
     mlflow.set_tracking_uri(uri)
     git = provenance.git_state()
-    tags = lineage_tags(stage, inputs, git)
+    tags = lineage_tags(stage, inputs, git, params)
     with store_errors(uri), interrupts.held():
         client = mlflow.MlflowClient()
         with store_lock():  # the first use creates the SQLite schema; queue workers must wait
-            experiment_id = _experiment_id(client, artifact_dir)
+            experiment_id = project_experiment_id(client, artifact_dir)
             end_orphaned_runs(client, experiment_id)
             parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
         tags["mlflow.parentRunId"] = parent_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -47,8 +48,47 @@ def check_uri(uri: str) -> None:
         raise TrackingError(
             f"MLFLOW_TRACKING_URI={uri!r} is not a store this pipeline can use: set it to a "
             "tracking server (http://host:port, see `aepipe server`), sqlite:///path/mlflow.db "
-            "or postgresql://..., or unset it to use ./mlflow.db"
+            "or postgresql+psycopg2://..., or unset it to use ./mlflow.db"
         )
+    if scheme in {"postgresql", "mysql", "mssql"}:
+        _check_driver(uri)
+
+
+def _check_driver(uri: str) -> None:
+    """A database URI whose driver is not installed fails deep inside SQLAlchemy; say so here."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI: cannot use this database URI ({one_line(exc)}); "
+            "for PostgreSQL, postgresql+psycopg2://user:password@host:port/database works"
+        ) from None
+
+
+def _read_only_query(database: Path, query: str) -> bool:
+    """Whether `query` returns a row, reading the SQLite file without writing to it."""
+    try:
+        connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return connection.execute(query).fetchone() is not None
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return False
+
+
+def has_running_runs(database: Path) -> bool:
+    return _read_only_query(database, "SELECT 1 FROM runs WHERE status = 'RUNNING' LIMIT 1")
+
+
+def mlflow_tables_in(database: Path) -> bool:
+    """Whether a SQLite file holds an MLflow store."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
+    return _read_only_query(database, query)
 
 
 def ensure_reachable(uri: str) -> None:
