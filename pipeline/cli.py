@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.core.config import load_params
 from pipeline.core.entry import run_command
+from pipeline.core.errors import PipelineError
 
 # Each runs `pipeline.stages.<name>.run`, the module DVC runs as `python -m pipeline.stages.<name>`.
 STAGE_COMMANDS = {
@@ -87,11 +88,15 @@ def _compare(args: argparse.Namespace) -> None:
     from pipeline.core.paths import repository_root
 
     root = repository_root()
+    if args.param and not args.experiments:
+        raise PipelineError("--param chooses columns of --experiments; add --experiments")
     if args.experiments:
         table = compare.compare(root, args.param, args.metric, args.rev)
         text = json.dumps(table, indent=2, default=str) if args.format == "json" else None
         print(text or compare.markdown(table), end="")
         return
+    if args.figure:
+        compare.check_figure_path(args.figure)
     frame, table = compare.compare_replicates(root, args.metric, args.baseline, args.rev)
     rendered = {
         "md": compare.replicate_markdown(table),

@@ -78,6 +78,7 @@ def test_compare_needs_a_dvc_repository_with_a_commit_and_real_revisions(tmp_pat
 def test_compare_names_unknown_columns_and_lists_the_known_ones():
     rows = [
         {"Experiment": None, "rev": "workspace", "seed": 0, "a.psnr": 1.0, "data/raw": "md5.dir"},
+        {"Experiment": None, "rev": "main", "params.yaml": "1a2b", "a.psnr": 1.0},
         {"Experiment": "x", "rev": "abc", "seed": 1, "a.ssim": 0.5},
     ]
     known = compare.metric_keys(rows, {"seed"})

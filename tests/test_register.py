@@ -30,9 +30,12 @@ def test_champions_are_per_benchmark():
 SPREAD = registry.SEED_SPREAD_DB["noise0_4-seed1-test10000-v2"]
 
 
-def candidate(score=19.5, group="g-new"):
+def candidate(score=19.5, group="g-new", code="c1"):
     benchmark = "noise0_4-seed1-test10000-v2"
-    return Candidate("models/denoise.keras", "md5abc", score, group, benchmark, {})
+    return Candidate("models/denoise.keras", "md5abc", score, group, code, benchmark, {})
+
+
+OLD = ("g-old", "c1")  # the champion's configuration: replicate group, training code
 
 
 def test_the_first_candidate_of_a_benchmark_becomes_champion():
@@ -40,33 +43,63 @@ def test_the_first_candidate_of_a_benchmark_becomes_champion():
 
 
 def test_another_seed_of_the_champions_configuration_never_takes_over():
-    decision = registry.decide(candidate(score=25.0, group="g-old"), 19.4, "g-old")
+    decision = registry.decide(candidate(score=25.0, group="g-old"), 19.4, OLD)
     assert not decision.promote and "another seed is not an improvement" in decision.reason
+    # The same params trained by other code are another configuration: a fix can win.
+    fixed = registry.decide(candidate(score=25.0, group="g-old", code="c2"), 19.4, OLD)
+    assert fixed.promote
+
+
+def test_the_configuration_ignores_params_that_change_no_score():
+    from pipeline.core.config import parse_params
+    from pipeline.tracking.tags import replicate_group
+    from tests.conftest import default_params, merge
+
+    base = parse_params(default_params()).flat()
+    for change in (
+        {"seed": 3},
+        {"evaluate": {"n_examples": 4}},
+        {"data": {"source": "keras"}},
+        {"distribute": {"workers": 3}},
+    ):
+        assert replicate_group(parse_params(merge(default_params(), change)).flat()) == (
+            replicate_group(base)
+        ), change
+    other = parse_params(merge(default_params(), {"evaluate": {"robustness_size": 100}}))
+    assert replicate_group(other.flat()) != replicate_group(base)
 
 
 def test_a_single_seed_gain_must_exceed_the_recorded_seed_spread():
     assert SPREAD > 0.02  # measured, not a placeholder
-    within = registry.decide(candidate(score=19.4 + SPREAD * 0.9), 19.4, "g-old")
-    beyond = registry.decide(candidate(score=19.4 + SPREAD * 1.1), 19.4, "g-old")
+    within = registry.decide(candidate(score=19.4 + SPREAD * 0.9), 19.4, OLD)
+    beyond = registry.decide(candidate(score=19.4 + SPREAD * 1.1), 19.4, OLD)
     assert not within.promote and "not beyond the seed spread recorded" in within.reason
     assert beyond.promote and "beyond the seed spread recorded" in beyond.reason
-    worse = registry.decide(candidate(score=17.0), 19.4, "g-old")
+    worse = registry.decide(candidate(score=17.0), 19.4, OLD)
     assert not worse.promote and worse.reason.endswith("not an improvement")
-    unmeasured = Candidate("m", "x", 30.0, "g", "noise9_0-seed1-test10-v2", {})
-    assert "largest recorded seed spread" in registry.decide(unmeasured, 10.0, "h").reason
+    unmeasured = Candidate("m", "x", 10.3, "g", "c", "noise9_0-seed1-test10-v2", {})
+    assert "largest recorded seed spread" in registry.decide(unmeasured, 10.0, OLD).reason
+    # Where the store shows a larger spread on this benchmark, that is the margin.
+    noisy = registry.decide(unmeasured, 10.0, OLD, measured=0.35)
+    assert not noisy.promote and "measured in the store for this benchmark (0.3500" in noisy.reason
+    nan = registry.decide(candidate(score=float("nan")), 19.4, OLD)
+    assert not nan.promote and "not a score" in nan.reason
 
 
 def test_with_replicates_the_interval_of_the_gain_decides_not_the_margin():
     champion = {0: 19.50, 1: 19.52, 2: 19.49}
     consistent = {0: 19.56, 1: 19.585, 2: 19.55}  # +0.06 on every seed: below the spread
     noisy = {0: 19.60, 1: 19.45, 2: 19.52}  # a higher mean, but seed noise
-    real = registry.decide(candidate(score=19.55), 19.50, "g-old", (consistent, champion))
+    real = registry.decide(candidate(score=19.55), 19.50, OLD, (consistent, champion))
     assert real.promote and "paired, 3 vs 3 seeds" in real.reason
-    noise = registry.decide(candidate(score=19.60), 19.50, "g-old", (noisy, champion))
+    noise = registry.decide(candidate(score=19.60), 19.50, OLD, (noisy, champion))
     assert not noise.promote and "within seed noise" in noise.reason
     other_seeds = {3: 19.56, 4: 19.585, 5: 19.55}
-    welch = registry.decide(candidate(score=19.55), 19.50, "g-old", (other_seeds, champion))
+    welch = registry.decide(candidate(score=19.55), 19.50, OLD, (other_seeds, champion))
     assert "welch" in welch.reason
+    # A better configuration, but this seed's model is below the champion: the alias stays.
+    lower = registry.decide(candidate(score=19.45), 19.50, OLD, (consistent, champion))
+    assert not lower.promote and "scores below the champion itself" in lower.reason
 
 
 class Version:
@@ -131,7 +164,16 @@ CANDIDATE = candidate(score=19.4 + SPREAD + 0.01)
 
 
 def test_a_better_candidate_takes_the_alias(registered):
-    client = Registry(Version("3", {registry.SCORE: "19.4", "aepipe.replicate_group": "g-old"}))
+    client = Registry(
+        Version(
+            "3",
+            {
+                registry.SCORE: "19.4",
+                "aepipe.replicate_group": "g-old",
+                "aepipe.training_code": "c1",
+            },
+        )
+    )
     outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
     assert outcome.startswith(
         f"aepipe-denoiser version 7 (denoiser_on_noisy.psnr {CANDIDATE.score:.4f}, was 19.4000) "
@@ -144,7 +186,16 @@ def test_a_better_candidate_takes_the_alias(registered):
 
 
 def test_a_rerun_with_another_seed_is_registered_without_the_alias(registered):
-    client = Registry(Version("3", {registry.SCORE: "19.4", "aepipe.replicate_group": "g-new"}))
+    client = Registry(
+        Version(
+            "3",
+            {
+                registry.SCORE: "19.4",
+                "aepipe.replicate_group": "g-new",
+                "aepipe.training_code": "c1",
+            },
+        )
+    )
     outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
     assert outcome.startswith("aepipe-denoiser version 7 (denoiser_on_noisy.psnr")
     assert "registered without @champion-x (version 3, 19.4000): same configuration" in outcome

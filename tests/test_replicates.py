@@ -12,7 +12,7 @@ from scipy import stats
 
 from pipeline.audit import compare
 from pipeline.core.config import parse_params
-from pipeline.core.errors import ParamsError
+from pipeline.core.errors import ParamsError, PipelineError
 from pipeline.evaluation import replicates
 from pipeline.ops import experiments
 from pipeline.tracking.tags import replicate_group
@@ -84,19 +84,38 @@ def flat(**changes):
     return parse_params(params).flat()
 
 
-def frame_of(runs):
+def frame_of(runs, code="c1"):
     records = [
         {
             "experiment": name,
             "rev": name,
             "seed": params["seed"],
             "group": replicate_group(params),
+            "code": code,
+            "key": replicate_group(params),
             "params": params,
             "denoiser_on_noisy.psnr": psnr,
         }
         for name, params, psnr in runs
     ]
     return pd.DataFrame.from_records(records)
+
+
+def test_runs_of_one_configuration_trained_by_other_code_are_marked():
+    old = frame_of([(f"a{s}", flat(seed=s), 19.5 + s / 100) for s in range(2)], code="c1")
+    new = frame_of([(f"b{s}", flat(seed=s), 19.5 + s / 100) for s in range(2, 4)], code="c2")
+    table = compare.replicate_comparison(pd.concat([old, new]), ["denoiser_on_noisy.psnr"], None)
+    assert list(table["configuration"]) == ["baseline *"] and table.iloc[0]["n"] == 4
+    assert "* runs trained by different code" in compare.replicate_markdown(table)
+
+
+def test_a_metric_that_is_not_a_number_gives_no_verdict():
+    assert replicates.difference({0: math.nan, 1: 1.0}, {0: 1.0, 1: 2.0}).verdict == (
+        "no verdict: not a number"
+    )
+    assert replicates.difference({0: math.inf, 1: 1.0}, {0: 1.0, 1: 2.0}).verdict == (
+        "no verdict: not a number"
+    )
 
 
 def test_experiments_that_differ_only_in_seed_form_one_configuration():
@@ -170,15 +189,31 @@ def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params()))
     queued = []
 
+    existing = "refs/exps/ab/cdef/taken-seed1\n"
+    failing = set()
+
     def fake_run(cmd, **kwargs):
+        if cmd[:2] == ["git", "for-each-ref"]:
+            return subprocess.CompletedProcess(cmd, 0, existing, "")
+        if cmd[:3] == ["dvc", "queue", "status"]:
+            return subprocess.CompletedProcess(cmd, 0, "Task  Name  Created  Status\n", "")
         queued.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0, "", "")
+        code = 1 if any(name in cmd for name in failing) else 0
+        return subprocess.CompletedProcess(cmd, code, "", "ERROR: refused\n")
 
     monkeypatch.setattr(experiments.subprocess, "run", fake_run)
     names = experiments.queue_replicates(
         tmp_path, [0, 1, 2], ["train_basic.learning_rate=0.002"], None
     )
     assert names == [f"train_basic.learning_rate-0.002-seed{s}" for s in (0, 1, 2)]
+    with pytest.raises(ParamsError, match="taken-seed1 exist or are queued"):
+        experiments.queue_replicates(tmp_path, [0, 1], [], "taken")
+    with pytest.raises(ParamsError, match="letters, digits"):
+        experiments.queue_replicates(tmp_path, [0], [], "a..b")
+    failing.add("late-seed2")  # DVC refuses the second: the first is taken back
+    with pytest.raises(PipelineError, match="refused; nothing queued"):
+        experiments.queue_replicates(tmp_path, [1, 2], [], "late")
+    assert queued[-1] == ["dvc", "queue", "remove", "late-seed1"]
     assert queued[1] == [
         "dvc", "exp", "run", "--queue", "--name", names[1],
         "-S", "seed=1", "-S", "train_basic.learning_rate=0.002",

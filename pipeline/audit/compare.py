@@ -8,6 +8,7 @@ replicates`). `--experiments` shows the experiments one by one instead, with the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,11 @@ def comparison(
                 "experiment": name,
                 "rev": row.get("rev"),
                 "state": row.get("State") or "",
-                **{key: row.get(key) for key in params + metrics},
+                **{key: row.get(key) for key in params},
+                # DVC shows the workspace's metrics for queued, running and failed experiments
+                **{
+                    key: None if row.get("State") in UNFINISHED else row.get(key) for key in metrics
+                },
                 "mlflow_run": link,
             }
         )
@@ -101,8 +106,13 @@ def metric_keys(rows: list[dict[str, Any]], params: set[str]) -> set[str]:
         key
         for row in rows
         for key in row
-        if key not in bookkeeping and key not in params and "/" not in key
+        if key not in bookkeeping and key not in params and not _is_path(key)
     }
+
+
+def _is_path(key: str) -> bool:
+    """Dependency columns of DVC's table: paths such as `data/raw` or `params.yaml`."""
+    return "/" in key or key.endswith((".yaml", ".yml", ".json", ".py", ".keras", ".csv"))
 
 
 def compare(
@@ -138,53 +148,98 @@ def experiment_params(root: Path, row: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def training_code_paths(root: Path) -> list[str]:
+    """The code the models are trained with: the training stages' `pipeline/` deps."""
+    import yaml
+
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    return sorted(
+        {
+            dep
+            for stage in ("train_basic", "train_denoise")
+            for dep in stages.get(stage, {}).get("deps", [])
+            if dep.startswith("pipeline/")
+        }
+    )
+
+
+def _workspace_ran_with(root: Path, flat: dict[str, Any]) -> bool:
+    """Whether the workspace's outputs were made with its params.yaml (not edited since)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load((root / "dvc.lock").read_text())
+        recorded = lock["stages"]["evaluate"]["params"]["params.yaml"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return all(str(flat.get(key)) == str(value) for key, value in recorded.items())
+
+
+def _number(value: Any) -> float | None:
+    """A metric cell as a finite float; None for what is not one (DVC shows `!` for a metric it
+    cannot read, e.g. outputs not in the local cache)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def replicate_frame(root: Path, rows: list[dict[str, Any]], metrics: list[str]):
-    """One row per distinct run (configuration, seed) with its metrics: a pandas DataFrame with
-    the columns experiment, rev, seed, group, params and the metrics. The workspace counts only
-    when its results are not already those of a commit or experiment shown."""
+    """One row per finished experiment with every metric a finite number: a pandas DataFrame
+    with the columns experiment, rev, seed, group and key (the configuration), code (the
+    training code, from dvc.lock's md5s), params and the metrics. The workspace counts only when
+    its outputs were made with its params.yaml."""
     import pandas as pd
 
-    from pipeline.tracking.tags import replicate_group
+    from pipeline.tracking.tags import replicate_group, training_code
 
+    code_paths = training_code_paths(root)
     records = []
     ordered = sorted(rows, key=lambda row: row.get("rev") == "workspace")  # workspace last
     for row in ordered:
-        values = {metric: row.get(metric) for metric in metrics}
-        if row.get("State") in UNFINISHED or any(v is None for v in values.values()):
+        values = {metric: _number(row.get(metric)) for metric in metrics}
+        if row.get("State") in UNFINISHED or None in values.values():
             continue
         flat = experiment_params(root, row)
-        if flat is None:
+        if flat is None or (row.get("rev") == "workspace" and not _workspace_ran_with(root, flat)):
             continue
+        group = replicate_group(flat)
+        code = training_code({path: row.get(path) for path in code_paths})
         records.append(
             {
                 "experiment": row.get("Experiment") or row.get("rev"),
                 "rev": row.get("rev"),
                 "seed": flat["seed"],
-                "group": replicate_group(flat),
+                "group": group,
+                "code": code,
+                "key": group,
                 "params": flat,
-                **{metric: float(value) for metric, value in values.items()},
+                **values,
             }
         )
-    columns = ["experiment", "rev", "seed", "group", "params", *metrics]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    return frame.drop_duplicates(subset=["group", "seed"], keep="first").reset_index(drop=True)
+    columns = ["experiment", "rev", "seed", "group", "code", "key", "params", *metrics]
+    frame = pd.DataFrame(records).reindex(columns=columns)
+    return frame.astype(dict.fromkeys(metrics, float))
 
 
-def baseline_group(frame, baseline: str | None) -> str:
-    """The configuration of the named experiment (name, rev, or `workspace`); by default that of
-    the commit the experiments are based on."""
+def baseline_key(frame, baseline: str | None) -> str:
+    """The configuration of the named experiment (name, commit or `workspace`); by default that
+    of the commit the experiments are based on."""
     if frame.empty:
         raise PipelineError("no finished experiment has these metrics; nothing to compare")
     if baseline is None:
         named = frame[frame["rev"] != "workspace"]
-        return (named if not named.empty else frame).iloc[0]["group"]
-    match = frame[(frame["experiment"] == baseline) | (frame["rev"] == baseline)]
+        return (named if not named.empty else frame).iloc[0]["key"]
+    revs = frame["rev"].astype(str)
+    same_commit = revs.map(
+        lambda rev: len(baseline) >= 4 and (rev.startswith(baseline) or baseline.startswith(rev))
+    )
+    match = frame[(frame["experiment"] == baseline) | (revs == baseline) | same_commit]
     if match.empty:
         known = ", ".join(sorted(set(frame["experiment"])))
         raise PipelineError(
-            f"--baseline {baseline}: no finished experiment of that name; known: {known}"
+            f"--baseline {baseline}: no finished experiment or commit of that name; known: {known}"
         )
-    return match.iloc[0]["group"]
+    return match.iloc[0]["key"]
 
 
 def configuration_label(params: dict[str, Any], reference: dict[str, Any]) -> str:
@@ -199,24 +254,31 @@ def configuration_label(params: dict[str, Any], reference: dict[str, Any]) -> st
 
 def replicate_comparison(frame, metrics: list[str], baseline: str | None):
     """One row per configuration and metric: the summary over seeds and, against the baseline
-    configuration, the difference and verdict. A pandas DataFrame."""
+    configuration, the difference and verdict. A pandas DataFrame. A configuration is the params
+    but the seed (and those that change no score); one run per seed. A label ending in ` *` has
+    runs trained by different code (any edit of a training stage's code deps)."""
     import pandas as pd
 
     from pipeline.evaluation import replicates
 
-    base = baseline_group(frame, baseline)
-    reference = frame[frame["group"] == base].iloc[0]["params"]
-    groups = [base] + [g for g in dict.fromkeys(frame["group"]) if g != base]
+    base = baseline_key(frame, baseline)
+    frame = frame.drop_duplicates(subset=["key", "seed"], keep="first")
+    ref = frame[frame["key"] == base].sort_values("seed")
+    reference = ref.iloc[0]["params"]
+    keys = [base] + [key for key in dict.fromkeys(frame["key"]) if key != base]
     records = []
-    for group in groups:
-        members = frame[frame["group"] == group].sort_values("seed")
+    for key in keys:
+        members = frame[frame["key"] == key].sort_values("seed")
         label = configuration_label(members.iloc[0]["params"], reference)
+        if members["code"].nunique() > 1:
+            label = f"{label} *"
         for metric in metrics:
             values = dict(zip(members["seed"], members[metric], strict=True))
             summary = replicates.summarise(list(values.values()))
             record = {
                 "configuration": label,
-                "group": group,
+                "group": members.iloc[0]["group"],
+                "code": " ".join(dict.fromkeys(members["code"])),
                 "experiments": " ".join(members["experiment"]),
                 "seeds": " ".join(str(seed) for seed in values),
                 "metric": metric,
@@ -226,27 +288,33 @@ def replicate_comparison(frame, metrics: list[str], baseline: str | None):
                 "ci_low": summary.low,
                 "ci_high": summary.high,
             }
-            if group != base:
-                ref = frame[frame["group"] == base]
+            if key != base:
                 ref_values = dict(zip(ref["seed"], ref[metric], strict=True))
                 diff = replicates.difference(
                     values, ref_values, replicates.higher_is_better(metric)
                 )
-                verdict = diff.verdict
-                if _on_noisy_images(metric) and _benchmark(members) != _benchmark(ref):
-                    verdict = OTHER_BENCHMARK.get(verdict, verdict) + " (other benchmark)"
                 record.update(
                     difference=diff.estimate,
                     diff_low=diff.low,
                     diff_high=diff.high,
                     test=diff.test,
-                    verdict=verdict,
+                    verdict=_qualified(diff.verdict, metric, members, ref),
                 )
             records.append(record)
     columns = ["difference", "diff_low", "diff_high", "test", "verdict"]
     return pd.DataFrame.from_records(records).reindex(
         columns=[*dict.fromkeys([*records[0], *columns])]
     )
+
+
+def _qualified(verdict: str, metric: str, members, ref) -> str:
+    """Scores measured on other test images, or on other noise, say only which way they went."""
+    ours, theirs = members.iloc[0]["params"], ref.iloc[0]["params"]
+    if ours["data.test_size"] != theirs["data.test_size"]:
+        return OTHER_BENCHMARK.get(verdict, verdict) + " (other test images)"
+    if _on_noisy_images(metric) and _benchmark(members) != _benchmark(ref):
+        return OTHER_BENCHMARK.get(verdict, verdict) + " (other benchmark)"
+    return verdict
 
 
 # A higher PSNR on easier noise is not a better denoiser: across benchmarks, only the direction.
@@ -275,7 +343,8 @@ def replicate_markdown(table) -> str:
     metrics = list(dict.fromkeys(table["metric"]))
     summary = ["| configuration | n | seeds | " + " | ".join(metrics) + " |"]
     summary.append("|" + " --- |" * (3 + len(metrics)))
-    for label, rows in table.groupby("configuration", sort=False):
+    for _, rows in table.groupby("group", sort=False):
+        label = rows.iloc[0]["configuration"]
         first = rows.iloc[0]
         cells = [
             f"{_number(r['mean'])} ± {_number(r['std'])} {_interval(r['ci_low'], r['ci_high'])}"
@@ -287,11 +356,19 @@ def replicate_markdown(table) -> str:
         "",
         *summary,
     ]
+    if table["configuration"].str.endswith(" *").any():
+        lines += [
+            "",
+            "* runs trained by different code (the md5s of the training stages' code in dvc.lock "
+            "differ); pooling them assumes the code change did not change training",
+        ]
     against = table[table["difference"].notna()]
     if not against.empty:
         lines += [
             "",
-            "Against the baseline: difference of means [95% interval], and the verdict",
+            "Against the baseline: difference of means [95% interval], and the verdict "
+            "(each interval on its own: among 20 comparisons of configurations that truly do not "
+            "differ, expect about one 'better' or 'worse' by chance)",
             "",
             "| configuration | metric | difference | 95% interval | test | verdict |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -313,15 +390,16 @@ def replicate_figure(frame, table, path: Path) -> None:
 
     metrics = list(dict.fromkeys(table["metric"]))
     labels = list(dict.fromkeys(table["configuration"]))
-    groups = list(dict.fromkeys(table["group"]))
+    keys = list(dict.fromkeys(table["group"]))
+    frame = frame.drop_duplicates(subset=["key", "seed"], keep="first")
     figure, axes = plt.subplots(
         1, len(metrics), figsize=(4 * len(metrics), 0.6 * len(labels) + 1.6), squeeze=False
     )
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for position, group in enumerate(groups):
-            values = frame[frame["group"] == group][metric]
+        for position, key in enumerate(keys):
+            values = frame[frame["key"] == key][metric]
             ax.scatter(values, [position] * len(values), s=14, color="tab:blue", alpha=0.6)
-            row = table[(table["group"] == group) & (table["metric"] == metric)].iloc[0]
+            row = table[(table["group"] == key) & (table["metric"] == metric)].iloc[0]
             if row["n"] > 1:
                 ax.errorbar(
                     row["mean"],
@@ -354,6 +432,18 @@ def compare_replicates(
     rows = experiment_rows(root, revs)
     if metrics:
         check_columns(metrics, metric_keys(rows, all_params), "--metric")
-    chosen = list(metrics or REPLICATE_METRICS)
+    chosen = list(dict.fromkeys(metrics or REPLICATE_METRICS))
+    for metric in chosen:
+        texts = {v for row in rows if isinstance(v := row.get(metric), str) and v != "!"}
+        if texts:
+            raise PipelineError(f"--metric {metric}: not a number (values: {', '.join(texts)})")
     frame = replicate_frame(root, rows, chosen)
     return frame, replicate_comparison(frame, chosen, baseline)
+
+
+def check_figure_path(path: Path) -> None:
+    """Refuse, before any work, a figure path that cannot be written as a PNG."""
+    if path.suffix.lower() != ".png":
+        raise PipelineError(f"--figure {path}: give a .png path")
+    if path.is_dir() or not path.parent.is_dir():
+        raise PipelineError(f"--figure {path}: not a file in an existing directory")

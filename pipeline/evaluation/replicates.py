@@ -22,6 +22,7 @@ LOWER_IS_BETTER = frozenset({"bce", "mse", "loss", "val_loss"})
 
 BETTER, WORSE, NOISE, SAME = "better", "worse", "within seed noise", "identical"
 ONE_SEED = "no verdict: one seed"
+NOT_A_NUMBER = "no verdict: not a number"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -66,6 +67,8 @@ def difference(
 ) -> Difference:
     """Candidate minus baseline, each given as seed -> value."""
     estimate = float(np.mean(list(candidate.values())) - np.mean(list(baseline.values())))
+    if not np.isfinite([*candidate.values(), *baseline.values()]).all():
+        return Difference(math.nan, math.nan, math.nan, "-", NOT_A_NUMBER)
     if len(candidate) < 2 or len(baseline) < 2:
         return Difference(estimate, math.nan, math.nan, "-", ONE_SEED)
     a, b = list(candidate.values()), list(baseline.values())

@@ -42,7 +42,21 @@ def experiment_names(prefix: str, seeds: list[int]) -> list[str]:
 
 def default_prefix(assignments: list[str]) -> str:
     text = "_".join(assignments) or "defaults"
-    return NAME_CHARS.sub("-", text.replace("=", "-")).strip("-.")[:60] or "defaults"
+    name = NAME_CHARS.sub("-", text.replace("=", "-")).replace("..", "-").strip("-.")[:60]
+    return name.rstrip("-.") or "defaults"
+
+
+def existing_names(root: Path) -> set[str]:
+    """Names of the DVC experiments of this repository, and of those queued."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=root, capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    names = {ref.rsplit("/", 1)[-1] for ref in refs}
+    status = subprocess.run(
+        ["dvc", "queue", "status"], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return names | {line.split()[1] for line in status[1:] if len(line.split()) > 2}
 
 
 def queue_replicates(
@@ -52,13 +66,17 @@ def queue_replicates(
     if not seeds or len(set(seeds)) != len(seeds):
         raise ParamsError("--seeds: give distinct seeds, e.g. --seeds 0 1 2")
     prefix = prefix or default_prefix(assignments)
-    if NAME_CHARS.search(prefix) or prefix.startswith(("-", ".")):
+    if NAME_CHARS.search(prefix) or prefix.startswith(("-", ".")) or ".." in prefix:
         raise ParamsError(f"--name {prefix}: use letters, digits, '.', '_' and '-' only")
     raw = read_yaml((root / "params.yaml").read_text(encoding="utf-8"), "params.yaml")
     params = overridden(raw, assignments)
     for seed in seeds:
         parse_params({**params, "seed": seed}, f"-S seed={seed}")
     names = experiment_names(prefix, seeds)
+    taken = sorted(set(names) & existing_names(root))
+    if taken:
+        raise ParamsError(f"experiments {', '.join(taken)} exist or are queued; choose --name")
+    queued: list[str] = []
     for seed, name in zip(seeds, names, strict=True):
         command = ["dvc", "exp", "run", "--queue", "--name", name, "-S", f"seed={seed}"]
         command += [part for assignment in assignments for part in ("-S", assignment)]
@@ -66,12 +84,11 @@ def queue_replicates(
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or ["failed"]
             detail = next((line for line in lines if line.startswith("ERROR")), lines[-1])
-            queued = (
-                f" (queued before it: {', '.join(names[: names.index(name)])})"
-                if seed != seeds[0]
-                else ""
-            )
+            if queued:  # all or nothing: take back what this call queued
+                subprocess.run(["dvc", "queue", "remove", *queued], cwd=root, capture_output=True)
             raise PipelineError(
-                f"dvc exp run --queue --name {name}: {detail.removeprefix('ERROR: ')}{queued}"
+                f"dvc exp run --queue --name {name}: {detail.removeprefix('ERROR: ')}; "
+                "nothing queued"
             )
+        queued.append(name)
     return names

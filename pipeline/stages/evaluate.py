@@ -19,7 +19,7 @@ from pipeline.data.images import load_noisy, load_prepared
 from pipeline.evaluation.benchmark import benchmark_name
 from pipeline.evaluation.table import score_lines
 from pipeline.tracking import runs
-from pipeline.tracking.tags import TAG_BENCHMARK
+from pipeline.tracking.tags import TAG_BENCHMARK, TAG_TRAINING_CODE
 
 TRAINING_STAGES = {"train_basic": "basic", "train_denoise": "denoise"}  # stage -> model file
 SCORED_MODELS = {"basic_on_clean": "basic", "denoiser_on_noisy": "denoise"}  # metrics -> model
@@ -63,7 +63,10 @@ def run(params: Params) -> None:
 
     with runs.stage_run("evaluate", inputs, params) as run:
         run.log_params(params.flat())
-        run.set_tags({TAG_BENCHMARK: benchmark_name(params)})
+        tags = {TAG_BENCHMARK: benchmark_name(params)}
+        if code := runs.workspace_training_code():
+            tags[TAG_TRAINING_CODE] = code
+        run.set_tags(tags)
         from pipeline.evaluation import figures
         from pipeline.evaluation.autoencoders import evaluate_autoencoders
 

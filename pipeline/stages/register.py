@@ -22,7 +22,7 @@ from pipeline.core.files import dvc_md5, write_json_atomic
 from pipeline.evaluation.benchmark import SCORE, benchmark_name
 from pipeline.tracking import registry
 from pipeline.tracking.finder import RunFinder
-from pipeline.tracking.runs import sweep_orphaned_runs
+from pipeline.tracking.runs import sweep_orphaned_runs, workspace_training_code
 from pipeline.tracking.tags import replicate_group
 
 DENOISER = paths.model_file("denoise")
@@ -46,6 +46,7 @@ def run(params: Params) -> None:
         md5=dvc_md5(DENOISER),
         score=_metric(metrics, SCORE),
         group=replicate_group(params.flat()),
+        code=workspace_training_code() or "unknown",
         benchmark=benchmark_name(params),
         tags={
             "denoiser_on_noisy.ssim": str(_metric(metrics, "denoiser_on_noisy.ssim")),

@@ -6,17 +6,21 @@ its own champion, under the alias `champion-<benchmark>`, e.g.
 `champion-noise0_4-seed1-test10000-v2` for the defaults.
 
 The rule, against the current champion:
-- a candidate of the champion's own configuration (the same params but `seed`) never takes the
-  alias: another seed is not an improvement;
+- a candidate of the champion's own configuration (the same params but the seed and those that
+  change no score, `tags.NOT_CONFIGURATION`, trained by the same code) never takes the alias:
+  another seed is not an improvement;
 - where both configurations have replicates on this benchmark (evaluate runs over at least two
-  training seeds each), the lower end of the 95% interval of the difference of their mean scores
-  must be above zero (paired by seed when both ran the same seeds, Welch's otherwise);
-- otherwise the candidate's score must beat the champion's by the seed spread recorded for the
-  benchmark (`SEED_SPREAD_DB`; the largest recorded one for a benchmark not measured).
+  training seeds each, same params and training code), the lower end of the 95% interval of the
+  difference of their mean scores must be above zero (paired by seed when both ran the same
+  seeds, Welch's otherwise), and the candidate itself must score above the champion;
+- otherwise the candidate's score must beat the champion's by the benchmark's seed spread: the
+  largest range over seeds measured in the store for this benchmark, or recorded in
+  `SEED_SPREAD_DB`, whichever is larger (the largest recorded one when neither exists).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +30,13 @@ from pipeline.evaluation import replicates
 from pipeline.evaluation.benchmark import SCORE, benchmark_name
 from pipeline.tracking.finder import RunFinder
 from pipeline.tracking.store import store_lock
-from pipeline.tracking.tags import TAG_BENCHMARK, TAG_OUT, TAG_REPLICATE_GROUP, TAG_STAGE
+from pipeline.tracking.tags import (
+    TAG_BENCHMARK,
+    TAG_OUT,
+    TAG_REPLICATE_GROUP,
+    TAG_STAGE,
+    TAG_TRAINING_CODE,
+)
 
 MODEL_NAME = "aepipe-denoiser"
 
@@ -42,10 +52,15 @@ def champion_alias(params: Params) -> str:
     return f"champion-{benchmark_name(params)}"
 
 
-def seed_spread(benchmark: str) -> tuple[float, str]:
-    """The margin a single-seed gain must exceed on `benchmark`, and where it comes from."""
+def seed_spread(benchmark: str, measured: float = 0.0) -> tuple[float, str]:
+    """The margin a single-seed gain must exceed on `benchmark`, and where it comes from:
+    `measured` (the largest range over seeds of one configuration in the store) or the recorded
+    spread, whichever is larger."""
+    recorded = SEED_SPREAD_DB.get(benchmark, 0.0)
+    if measured > recorded:
+        return measured, "the seed spread measured in the store for this benchmark"
     if benchmark in SEED_SPREAD_DB:
-        return SEED_SPREAD_DB[benchmark], "the seed spread recorded for this benchmark"
+        return recorded, "the seed spread recorded for this benchmark"
     largest = max(SEED_SPREAD_DB, key=SEED_SPREAD_DB.__getitem__)
     return SEED_SPREAD_DB[largest], f"the largest recorded seed spread ({largest})"
 
@@ -56,6 +71,7 @@ class Candidate:
     md5: str
     score: float  # SCORE
     group: str  # replicate group of its params
+    code: str  # training code, `tags.training_code`
     benchmark: str
     tags: dict[str, str]  # more tags for the version (SSIM, model kind)
 
@@ -66,42 +82,55 @@ class Decision:
     reason: str
 
 
-def replicate_scores(runs: RunFinder, benchmark: str, group: str) -> dict[int, float]:
-    """seed -> SCORE of the finished evaluate runs of one configuration on one benchmark (the
-    latest run of each seed)."""
+def benchmark_scores(runs: RunFinder, benchmark: str) -> dict[tuple[str, str], dict[int, float]]:
+    """(replicate group, training code) -> seed -> SCORE, from the finished evaluate runs on one
+    benchmark (the latest run of each seed)."""
     query = (
         f"tags.`{TAG_STAGE}` = 'evaluate' and tags.`{TAG_BENCHMARK}` = '{benchmark}' "
-        f"and tags.`{TAG_REPLICATE_GROUP}` = '{group}' and attributes.status = 'FINISHED'"
+        "and attributes.status = 'FINISHED'"
     )
     found = runs.client.search_runs(
         [runs.experiment_id],
         filter_string=query,
         order_by=["attributes.start_time ASC"],
-        max_results=1000,
+        max_results=5000,
     )
-    scores = {}
+    scores: dict[tuple[str, str], dict[int, float]] = {}
     for run in found:
-        score, seed = run.data.metrics.get(SCORE), run.data.params.get("seed")
-        if score is not None and seed is not None and seed.isdigit():
-            scores[int(seed)] = float(score)
+        tags, seed = run.data.tags, run.data.params.get("seed", "")
+        score = run.data.metrics.get(SCORE)
+        if score is None or not math.isfinite(score) or not seed.isdigit():
+            continue
+        key = (tags.get(TAG_REPLICATE_GROUP, ""), tags.get(TAG_TRAINING_CODE, ""))
+        scores.setdefault(key, {})[int(seed)] = float(score)
     return scores
+
+
+def measured_spread(scores: dict[tuple[str, str], dict[int, float]]) -> float:
+    """The largest range over seeds of one configuration (at least two seeds)."""
+    ranges = [max(s.values()) - min(s.values()) for s in scores.values() if len(s) >= 2]
+    return max(ranges, default=0.0)
 
 
 def decide(
     candidate: Candidate,
     champion_score: float | None,
-    champion_group: str | None,
+    champion_config: tuple[str | None, str | None] = (None, None),
     evidence: tuple[dict[int, float], dict[int, float]] = ({}, {}),
+    measured: float = 0.0,
 ) -> Decision:
-    """Whether the candidate takes the alias; `evidence` holds the replicate scores (seed ->
-    score) of the candidate's and the champion's configurations."""
+    """Whether the candidate takes the alias. `champion_config` is the champion's (replicate
+    group, training code); `evidence` the replicate scores (seed -> score) of the candidate's and
+    the champion's configurations; `measured` the seed spread measured on the benchmark."""
+    if not math.isfinite(candidate.score):
+        return Decision(False, f"{SCORE} is {candidate.score}: not a score")
     if champion_score is None:
         return Decision(True, "no champion yet")
-    if champion_group == candidate.group:
+    if champion_config == (candidate.group, candidate.code):
         return Decision(
             False,
-            "same configuration as the champion (params differ in seed only): another seed is "
-            "not an improvement",
+            "same configuration as the champion (params differ in seed only, same training "
+            "code): another seed is not an improvement",
         )
     ours, theirs = evidence
     if len(ours) >= 2 and len(theirs) >= 2:
@@ -110,10 +139,14 @@ def decide(
             f"gain {gain.estimate:+.4f} dB, 95% interval [{gain.low:+.4f}, {gain.high:+.4f}] "
             f"({gain.test}, {len(ours)} vs {len(theirs)} seeds)"
         )
-        if gain.low > 0:
-            return Decision(True, interval)
-        return Decision(False, f"{interval}: within seed noise")
-    margin, source = seed_spread(candidate.benchmark)
+        if not gain.low > 0:
+            return Decision(False, f"{interval}: within seed noise")
+        if candidate.score <= champion_score:
+            return Decision(
+                False, f"{interval}, but this seed's model scores below the champion itself"
+            )
+        return Decision(True, interval)
+    margin, source = seed_spread(candidate.benchmark, measured)
     gain = candidate.score - champion_score
     single = f"gain {gain:+.4f} dB over one seed"
     if gain <= 0:
@@ -166,12 +199,14 @@ def register(runs: RunFinder, candidate: Candidate, alias: str) -> str:
                 f"the champion, version {champion.version}, has no readable {SCORE} tag, so no "
                 f"gain can be measured; registry unchanged (tag it, or move @{alias} by hand)"
             )
-        champion_group = champion.tags.get(TAG_REPLICATE_GROUP) if champion else None
+        tags = champion.tags if champion else {}
+        champion_config = (tags.get(TAG_REPLICATE_GROUP), tags.get(TAG_TRAINING_CODE))
+        scores = benchmark_scores(runs, candidate.benchmark)
         evidence = (
-            replicate_scores(runs, candidate.benchmark, candidate.group),
-            replicate_scores(runs, candidate.benchmark, champion_group) if champion_group else {},
+            scores.get((candidate.group, candidate.code), {}),
+            scores.get(champion_config, {}) if None not in champion_config else {},
         )
-        decision = decide(candidate, best, champion_group, evidence)
+        decision = decide(candidate, best, champion_config, evidence, measured_spread(scores))
         version = _registered(client, candidate)
         if version is None:
             version = mlflow.register_model(
@@ -209,6 +244,7 @@ def _version_tags(candidate: Candidate, train_run: dict[str, str]) -> dict[str, 
         **candidate.tags,
         f"{TAG_OUT}{candidate.path}": candidate.md5,
         TAG_REPLICATE_GROUP: candidate.group,
+        TAG_TRAINING_CODE: candidate.code,
         TAG_BENCHMARK: candidate.benchmark,
         "mlflow.train_run": train_run["run_id"],
         "git.commit": train_run["git_commit"],

@@ -34,6 +34,7 @@ from pipeline.tracking.tags import (
     TAG_REPOSITORY,
     TAG_ROLE,
     TAG_STAGE,
+    recorded_training_code,
     replicate_group,
     tagged_md5s,
 )
@@ -86,6 +87,18 @@ def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
             if parent := tags.get("mlflow.parentRunId"):  # its pipeline run did not finish
                 client.set_terminated(parent, "KILLED")
     return ended
+
+
+def workspace_training_code() -> str | None:
+    """`tags.training_code` of the training stages as this directory's dvc.lock records them
+    (DVC updates it after each stage, so `evaluate` and `register` see the models' code)."""
+    import yaml
+
+    try:
+        lock = yaml.safe_load(Path("dvc.lock").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return recorded_training_code(lock) if isinstance(lock, dict) else None
 
 
 def sweep_orphaned_runs() -> list[str]:
@@ -209,8 +222,8 @@ class StageRun:
 
     @interrupts.held()
     def log_model_file(self, model_file: Path, example_inputs: Any, example_outputs: Any) -> None:
-        """Log the `.keras` file as an MLflow model named `model` (pyfunc, with a signature)
-        that loads and serves without this project (see `pipeline/modelling/served.py`)."""
+        """Log the `.keras` file as an MLflow model named after it (`basic`, `denoise`; pyfunc,
+        with a signature) that loads and serves without this project (`modelling/served.py`)."""
         from mlflow.models import infer_signature
 
         code = Path(modelling.__file__).parent
@@ -218,7 +231,7 @@ class StageRun:
         with warnings.catch_warnings():  # the signature is given; an example would cost a reload
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             self.mlflow.pyfunc.log_model(
-                name="model",
+                name=model_file.stem,
                 python_model=str(code / "served.py"),
                 artifacts={"keras_model": str(model_file)},
                 code_paths=[str(code / "variational.py")],

@@ -18,12 +18,45 @@ TAG_BENCHMARK = "aepipe.benchmark"  # on evaluate runs: the test their scores we
 TAG_ROLE_COMPARISON = "comparison"  # `aepipe compare --log`
 
 
-def replicate_group(flat_params: dict[str, Any]) -> str:
-    """A stable id of a configuration: every param but `seed`, each value as MLflow logs it
-    (`str`), so the id computed from a run's logged params equals the one it was tagged with."""
-    configuration = {key: str(value) for key, value in flat_params.items() if key != "seed"}
-    text = json.dumps(configuration, sort_keys=True)
+TAG_TRAINING_CODE = "aepipe.training_code"  # md5s of the code the models were trained with
+
+# Params that do not change what a run measures, so runs differing in them are replicates of one
+# configuration: the seed; how many images the figures show; where MNIST came from (the arrays
+# are checked against the published hashes); multi-worker training (the same losses up to float
+# rounding).
+NOT_CONFIGURATION = frozenset(
+    {"seed", "evaluate.n_examples", "data.source", "distribute.strategy", "distribute.workers"}
+)
+
+
+def _digest(mapping: dict[str, Any]) -> str:
+    text = json.dumps({key: str(value) for key, value in mapping.items()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def replicate_group(flat_params: dict[str, Any]) -> str:
+    """A stable id of a configuration: the params in it, each value as MLflow logs it (`str`), so
+    the id computed from a run's logged params equals the one it was tagged with."""
+    return _digest({k: v for k, v in flat_params.items() if k not in NOT_CONFIGURATION})
+
+
+def training_code(code_md5s: dict[str, Any]) -> str:
+    """A stable id of the code the models were trained with: path -> md5 of the training stages'
+    code deps, as dvc.lock records them (or as DVC's experiment table shows them)."""
+    return _digest(code_md5s)
+
+
+def recorded_training_code(lock: dict[str, Any]) -> str | None:
+    """`training_code` of a parsed dvc.lock, or None before both training stages ran."""
+    md5s = {}
+    for stage in ("train_basic", "train_denoise"):
+        body = lock.get("stages", {}).get(stage)
+        if body is None:
+            return None
+        for dep in body.get("deps", []):
+            if str(dep.get("path", "")).startswith("pipeline/"):
+                md5s[dep["path"]] = dep.get("md5")
+    return training_code(md5s)
 
 
 def tagged_md5s(tags: dict[str, str], prefix: str) -> dict[str, str]:
