@@ -585,10 +585,11 @@ def test_queued_experiments_on_two_workers_land_in_one_mlflow_store(repo):
     assert rows["shown-3"]["evaluate.n_examples"] == 3
     for name in ("shown-1", "shown-3"):
         assert rows[name]["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
+    # The number of images shown changes no score: one configuration, and one run per seed.
     compared = run(["aepipe", "compare", "--format", "json", "--log"], repo)
-    table = {r["configuration"]: r for r in json.loads(compared.stdout)}
-    assert set(table) == {"baseline", "evaluate.n_examples=1", "evaluate.n_examples=3"}
-    assert table["evaluate.n_examples=1"]["verdict"] == "no verdict: one seed"
+    [baseline] = json.loads(compared.stdout)[:1]
+    assert baseline["configuration"] == "baseline" and baseline["n"] == 1
+    assert len(json.loads(compared.stdout)) == 3  # one row per metric
     logged = [r for r in runs_of(repo) if r.data.tags.get("aepipe.role") == "comparison"]
     assert len(logged) == 1 and "shown-1" in logged[0].data.tags["aepipe.compared"]
     assert run(["git", "status", "--porcelain"], repo).stdout == ""  # the workspace untouched

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import threading
+import time
 
 import psutil
 import pytest
@@ -70,6 +71,8 @@ def test_an_mlflow_server_of_another_state_directory_is_not_ours(tmp_path):
     )  # fmt: skip
     try:
         process = psutil.Process(fake.pid)
+        while "mlflow" not in process.cmdline():  # until the child has exec'd
+            time.sleep(0.01)
         copy = server.ServerConfig(state_dir=tmp_path / "copy")
         copy.state_dir.mkdir()
         copy.record_file.write_text(json.dumps({"pid": fake.pid, "started": process.create_time()}))
