@@ -218,3 +218,19 @@ def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
         "dvc", "exp", "run", "--queue", "--name", names[1],
         "-S", "seed=1", "-S", "train_basic.learning_rate=0.002",
     ]  # fmt: skip
+
+
+def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkeypatch):
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setattr(compare, "experiment_params", lambda root, row: flat(seed=row["seed"]))
+    metric = "denoiser_on_noisy.psnr"
+    rows = [
+        {"rev": "a1", "Experiment": "kept", "seed": 0, metric: 19.538331209598155},
+        {"rev": "b2", "Experiment": "unreadable", "seed": 1, metric: "!"},  # DVC's mark
+        {"rev": "c3", "Experiment": "missing", "seed": 2, metric: None},
+        {"rev": "d4", "Experiment": "queued", "seed": 3, metric: 19.0, "State": "Queued"},
+    ]
+    frame = compare.replicate_frame(REPO_ROOT, rows, [metric])
+    assert list(frame["experiment"]) == ["kept"]
+    assert frame[metric].iloc[0] == 19.538331209598155  # not the table's rounded text

@@ -175,7 +175,7 @@ def _workspace_ran_with(root: Path, flat: dict[str, Any]) -> bool:
     return all(str(flat.get(key)) == str(value) for key, value in recorded.items())
 
 
-def _number(value: Any) -> float | None:
+def _metric_value(value: Any) -> float | None:
     """A metric cell as a finite float; None for what is not one (DVC shows `!` for a metric it
     cannot read, e.g. outputs not in the local cache)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -196,7 +196,7 @@ def replicate_frame(root: Path, rows: list[dict[str, Any]], metrics: list[str]):
     records = []
     ordered = sorted(rows, key=lambda row: row.get("rev") == "workspace")  # workspace last
     for row in ordered:
-        values = {metric: _number(row.get(metric)) for metric in metrics}
+        values = {metric: _metric_value(row.get(metric)) for metric in metrics}
         if row.get("State") in UNFINISHED or None in values.values():
             continue
         flat = experiment_params(root, row)
