@@ -234,3 +234,12 @@ def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkey
     frame = compare.replicate_frame(REPO_ROOT, rows, [metric])
     assert list(frame["experiment"]) == ["kept"]
     assert frame[metric].iloc[0] == 19.538331209598155  # not the table's rounded text
+
+
+def test_a_failed_dvc_command_is_quoted_by_its_error_line():
+    from pipeline.ops.workspace import dvc_error
+
+    assert dvc_error("Running...\nERROR: unexpected error - no such rev\nhint\n") == (
+        "unexpected error - no such rev"
+    )
+    assert dvc_error("\n  first words\nmore\n") == "first words" and dvc_error("") == "failed"

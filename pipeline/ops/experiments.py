@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.core.config import parse_params, read_yaml
 from pipeline.core.errors import ParamsError, PipelineError
+from pipeline.ops.workspace import dvc_error
 
 NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -82,13 +83,10 @@ def queue_replicates(
         command += [part for assignment in assignments for part in ("-S", assignment)]
         result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            lines = result.stderr.strip().splitlines() or ["failed"]
-            detail = next((line for line in lines if line.startswith("ERROR")), lines[-1])
             if queued:  # all or nothing: take back what this call queued
                 subprocess.run(["dvc", "queue", "remove", *queued], cwd=root, capture_output=True)
             raise PipelineError(
-                f"dvc exp run --queue --name {name}: {detail.removeprefix('ERROR: ')}; "
-                "nothing queued"
+                f"dvc exp run --queue --name {name}: {dvc_error(result.stderr)}; nothing queued"
             )
         queued.append(name)
     return names

@@ -12,10 +12,17 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pipeline.core.errors import PipelineError, one_line
+from pipeline.core.errors import PipelineError
 from pipeline.tracking.provenance import git
 
 RESTORED = ("params.yaml", "dvc.lock")
+
+
+def dvc_error(stderr: str) -> str:
+    """What a failed `dvc` command said, in one line: its `ERROR:` line, else its first line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    error = next((line for line in lines if line.startswith("ERROR")), None)
+    return error.removeprefix("ERROR: ") if error else (lines[0] if lines else "failed")
 
 
 def restore(root: Path) -> list[str]:
@@ -36,10 +43,8 @@ def restore(root: Path) -> list[str]:
         ["dvc", "checkout", "--force"], cwd=root, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        lines = result.stderr.splitlines()
-        detail = next((line for line in lines if line.startswith("ERROR")), one_line(result.stderr))
         raise PipelineError(
-            f"dvc checkout could not restore every output ({detail.removeprefix('ERROR: ')}): "
+            f"dvc checkout could not restore every output ({dvc_error(result.stderr)}): "
             "what is not in the DVC cache, `dvc pull` fetches or `dvc repro` remakes"
         )
     done.append("outputs: as dvc.lock records them (dvc checkout)")
