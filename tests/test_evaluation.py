@@ -4,7 +4,10 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.restoration import denoise_tv_chambolle
 
 from pipeline.artifacts import baseline_results
 from pipeline.data.noise import add_gaussian_noise
@@ -310,3 +313,46 @@ def test_the_baselines_core_gives_the_same_results_twice():
     )
     for name, output in first.examples.items():
         np.testing.assert_array_equal(output, again.examples[name])
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    images=st.integers(1, 7),
+    chunk=st.integers(1, 4),
+    weight=st.floats(0.01, 1.0),
+    noise=st.floats(0, 0.8),
+    max_iterations=st.sampled_from([1, 2, 5, 200]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_stacked_total_variation_is_skimage_image_by_image_to_the_last_bit(
+    images, chunk, weight, noise, max_iterations, seed
+):
+    """Images stop at different iterations (a constant image at once, others after up to 200
+    steps), in any grouping into stacks: each comes out as skimage denoises it alone."""
+    clean = strokes(images, seed % 1000)
+    noisy = np.clip(noisy_version(clean, noise, seed), 0, 1).astype(np.float32)
+    noisy[0] = 0.5 if images > 2 else noisy[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(classical, "TV_CHUNK", chunk)
+        patch.setattr(classical, "TV_MAX_ITERATIONS", max_iterations)
+        stacked = classical.total_variation(noisy, weight)
+    expected = denoise_tv_chambolle(
+        noisy.reshape(-1, 28, 28).astype(np.float64),
+        weight=weight,
+        channel_axis=0,
+        max_num_iter=max_iterations,
+    )
+    assert np.array_equal(stacked, expected)
+
+
+def test_probes_score_the_same_side_by_side_and_one_after_another(monkeypatch):
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(3), 40)
+    features = {
+        name: (rng.normal(labels[:, None] * shift, 1.0, (120, 6)),) * 2
+        for name, shift in (("close", 0.3), ("apart", 2.0))
+    }
+    side_by_side = probe.probe_accuracies(features, labels, labels)
+    monkeypatch.setattr(probe, "usable_cores", lambda: 1)
+    assert probe.probe_accuracies(features, labels, labels) == side_by_side
+    assert side_by_side["apart"] > side_by_side["close"]

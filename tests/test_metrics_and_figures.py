@@ -2,15 +2,18 @@ import math
 
 import numpy as np
 import pytest
-from skimage.metrics import peak_signal_noise_ratio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.evaluation import figures
+from pipeline.evaluation import figures, metrics
 from pipeline.evaluation.metrics import (
     PSNR_CEILING_DB,
     binary_cross_entropy,
     mean_psnr,
     mean_squared_error,
     psnr_per_image,
+    ssim_per_image,
 )
 
 
@@ -55,6 +58,50 @@ def test_stacked_psnr_equals_skimage_per_image():
         for t, p in zip(clean, predicted, strict=True)
     ]
     np.testing.assert_allclose(psnr_per_image(clean, predicted), expected_psnr, rtol=1e-12)
+
+
+def _skimage_ssim(clean: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    as_image = lambda flat: flat.reshape(28, 28).astype(np.float64)  # noqa: E731
+    return np.array(
+        [
+            structural_similarity(as_image(t), as_image(p), data_range=1.0)
+            for t, p in zip(clean, predicted, strict=True)
+        ]
+    )
+
+
+def test_stacked_ssim_is_skimage_per_image_to_the_last_bit():
+    clean, predicted = _image_pairs()
+    assert np.array_equal(ssim_per_image(clean, predicted), _skimage_ssim(clean, predicted))
+    assert np.array_equal(ssim_per_image(clean, clean), np.ones(len(clean)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    images=st.integers(1, 9),
+    chunk=st.integers(1, 4),
+    noise=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_stacked_ssim_in_any_chunks_is_skimage_per_image(images, chunk, noise, seed):
+    rng = np.random.default_rng(seed)
+    clean = (rng.random((images, 784)) ** 3).astype(np.float32)
+    predicted = np.clip(clean + rng.normal(0, noise, clean.shape), 0, 1).astype(np.float32)
+    old_chunk, metrics.SSIM_CHUNK = metrics.SSIM_CHUNK, chunk
+    try:
+        stacked = ssim_per_image(clean, predicted)
+    finally:
+        metrics.SSIM_CHUNK = old_chunk
+    assert np.array_equal(stacked, _skimage_ssim(clean, predicted))
+
+
+def test_bce_of_a_stack_is_the_textbook_formula():
+    clean, predicted = _image_pairs()
+    p = np.clip(predicted.astype(np.float64), 1e-7, 1 - 1e-7)
+    t = clean.astype(np.float64)
+    expected = np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    assert binary_cross_entropy(clean, predicted) == pytest.approx(expected, rel=1e-13)
+    assert np.array_equal(predicted, _image_pairs()[1])  # the inputs are not overwritten
 
 
 def test_psnr_of_identical_images_is_capped_not_infinite():

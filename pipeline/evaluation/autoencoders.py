@@ -22,6 +22,9 @@ from pipeline.evaluation.probe import probe_accuracies
 from pipeline.evaluation.table import best_first, table_row
 
 MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
+# t-SNE steps, 250 of them exaggerated (scikit-learn's default is 1000). On the dense model's
+# 2000 test codes: 4.2 s instead of 9.3 s, 10-neighbour trustworthiness 0.968 instead of 0.970.
+MAP_ITERATIONS = 500
 PRIOR_SAMPLES = 64
 INTERPOLATION_STEPS = 10
 AUTOENCODER = "autoencoder"
@@ -195,5 +198,9 @@ def embed_2d(codes: np.ndarray, seed: int) -> np.ndarray:
     varied = codes.shape[1] >= 2 and bool(np.ptp(codes, axis=0).any())
     perplexity = min(30.0, (len(codes) - 1) / 3)
     return TSNE(
-        2, init="pca" if varied else "random", random_state=seed, perplexity=perplexity
+        2,
+        init="pca" if varied else "random",
+        random_state=seed,
+        perplexity=perplexity,
+        max_iter=MAP_ITERATIONS,
     ).fit_transform(codes)

@@ -1,6 +1,6 @@
 """Image-by-image work on every core this process may use, results in order.
 
-For per-image loops in Python or Cython (scikit-image's filters and SSIM take about a
+For per-image loops in Python or Cython (scikit-image's wavelet and non-local means take about a
 millisecond per 28x28 image). The stacks are cut into one aligned part per usable core, and each
 image is processed on its own, so the joined result is the array a single process computes.
 """
