@@ -13,6 +13,7 @@ import psutil
 import pytest
 import yaml
 
+from pipeline.tracking import recorder
 from tests.conftest import (
     copy_repo,
     default_params,
@@ -95,13 +96,14 @@ def test_sigkill_then_repro_resumes_and_matches_an_uninterrupted_run(repo):
     assert resumed_run.data.tags["aepipe.resumed_after_epoch"] == str(done)
     assert "aepipe.resumed_from_run" not in scratch.data.tags
     assert resumed_run.data.metrics["loss"] == scratch.data.metrics["loss"]
-    # The pipeline run the killed stage was nested under: its `dvc repro` died with it, and the
-    # next stage that started marked it KILLED rather than leave it RUNNING forever.
+    # The pipeline run the killed stage was nested under: the process that logged the stage saw
+    # it die and ended both KILLED rather than leave them RUNNING forever.
     parent = next(
         r for r in runs_of(repo) if r.info.run_id == killed.data.tags["mlflow.parentRunId"]
     )
     assert parent.info.status == "KILLED"
-    assert parent.data.tags["aepipe.ended_by"] == "a later stage: process gone"
+    assert killed.data.tags["aepipe.ended_by"] == parent.data.tags["aepipe.ended_by"]
+    assert parent.data.tags["aepipe.ended_by"] == recorder.STAGE_DIED
 
 
 def test_sigterm_ends_the_mlflow_run_as_killed_and_leaves_no_half_written_file(repo):

@@ -191,3 +191,101 @@ def test_lookups_never_create_or_adopt_a_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.chdir(tmp_path)  # the embedded store of a fresh clone: none yet, not an error
     assert RunFinder.open_existing() is None and not (tmp_path / "mlflow.db").exists()
+
+
+def _recorder_store(tmp_path, monkeypatch) -> str:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def _stage_tags(tmp_path) -> dict[str, str]:
+    from pipeline.tracking.runs import TAG_GROUP_PROCESS
+    from pipeline.tracking.tags import TAG_GROUP, TAG_REPOSITORY, TAG_STAGE
+
+    return {
+        TAG_STAGE: "evaluate",
+        TAG_GROUP: "group1",
+        TAG_GROUP_PROCESS: "host:1:1.0",
+        TAG_REPOSITORY: str(tmp_path),
+        "git.commit": "0123456789abcdef",
+        "dvc.dep.data/x.npy": "d41d8cd98f00b204e9800998ecf8427e",
+    }
+
+
+def _stage_runs(uri):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(store.experiment_name())
+    return {
+        run.data.tags.get("aepipe.role", run.info.run_name): run
+        for run in client.search_runs([experiment.experiment_id])
+    }
+
+
+def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(tmp_path, monkeypatch):
+    from pipeline.tracking.recorder import recorded_run
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    with recorded_run("evaluate", _stage_tags(tmp_path), "a diff") as run:
+        assert run.input_md5s == {"data/x.npy": "d41d8cd98f00b204e9800998ecf8427e"}
+        run.log_params({"seed": 3})
+        for step in (1, 2):
+            run.log_metrics({"loss": 1.0 / step}, step=step)
+        run.confirm()
+        run.log_metric_tree({"denoiser_on_noisy": {"psnr": 19.5}, "model_kind": "dense"})
+        run_id = run.run_id
+    stage, pipeline = _stage_runs(uri)["evaluate"], _stage_runs(uri)["pipeline"]
+    assert stage.info.run_id == run_id
+    assert (stage.info.status, pipeline.info.status) == ("FINISHED", "FINISHED")
+    assert stage.data.params == {"seed": "3"}
+    assert stage.data.metrics == {"loss": 0.5, "denoiser_on_noisy.psnr": 19.5}
+    assert stage.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
+    assert pipeline.data.tags["aepipe.process"] == "host:1:1.0"
+    assert "aepipe.pipeline_process" not in stage.data.tags
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(ValueError("stage bug"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_the_recorder_ends_the_run_as_the_stage_ended(tmp_path, monkeypatch, error, status):
+    from pipeline.tracking.recorder import recorded_run
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    with pytest.raises(type(error)), recorded_run("evaluate", _stage_tags(tmp_path), None) as run:
+        run.log_params({"seed": 3})
+        raise error
+    runs = _stage_runs(uri)
+    assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == (status, status)
+
+
+def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(tmp_path, monkeypatch):
+    from pipeline.tracking.recorder import recorded_run
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    with (
+        pytest.raises(TrackingError, match=r"MLflow logging failed: .*no-such-file"),
+        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+    ):
+        run.log_artifact(tmp_path / "no-such-file")
+        run.log_params({"seed": 3})  # not logged: the run has failed
+    stage = _stage_runs(uri)["evaluate"]
+    assert stage.info.status == "FAILED"
+    assert stage.data.params == {}
+
+
+def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path, monkeypatch):
+    from pipeline.tracking.recorder import recorded_run
+
+    _recorder_store(tmp_path, monkeypatch)
+    (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
+    worked = []
+    with (
+        pytest.raises(TrackingError, match=r"mlflow\.db is unusable"),
+        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+    ):
+        run.confirm()
+        worked.append(True)
+    assert not worked

@@ -18,7 +18,7 @@ from pipeline.data.images import NoisySplit, Split
 from pipeline.data.noise import at_each_factor
 from pipeline.evaluation import figures
 from pipeline.evaluation.metrics import mean_psnr, reconstruction_metrics
-from pipeline.evaluation.probe import probe_accuracies
+from pipeline.evaluation.probe import probes_started
 from pipeline.evaluation.table import best_first, table_row
 
 MAP_POINTS = 2000  # test codes in the 2-D map (t-SNE cost grows fast with the count)
@@ -92,21 +92,21 @@ def evaluate_autoencoders(
 
     basic_codes = (models.encode_basic(split.x_train), models.encode_basic(x_test))
     denoiser_codes = (models.encode_denoiser(split.x_train), models.encode_denoiser(x_test))
-    code_accuracy = probe_accuracies(
+    with probes_started(
         {"basic_codes": basic_codes, "denoiser_codes": denoiser_codes},
         split.y_train,
         split.y_test,
-    )
+    ) as probe_scores:  # beside the figures and the t-SNE map
+        drawn = _figures(params, split, noisy, reference, table, curve, reconstructed, denoised)
+        drawn["code_map"] = figures.code_map(
+            embed_2d(basic_codes[1][:MAP_POINTS], params.seed),
+            split.y_test[:MAP_POINTS],
+            f"t-SNE of the {models.kind} model's test codes",
+        )
+        report("t-SNE map of the codes")
+        code_accuracy = probe_scores()
     metrics["probe_accuracy"] = {**code_accuracy, **reference.probe_accuracy}
     report(f"linear probe on the codes: {scores(code_accuracy)}")
-
-    drawn = _figures(params, split, noisy, reference, table, curve, reconstructed, denoised)
-    drawn["code_map"] = figures.code_map(
-        embed_2d(basic_codes[1][:MAP_POINTS], params.seed),
-        split.y_test[:MAP_POINTS],
-        f"t-SNE of the {models.kind} model's test codes",
-    )
-    report("t-SNE map of the codes")
     drawn["codes"] = figures.code_grid(basic_codes[1][: params.evaluate.n_examples])
     drawn["loss_curves"] = figures.loss_curves(histories)
     if models.kind == "vae":

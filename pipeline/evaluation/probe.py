@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 
-import joblib
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
@@ -57,15 +60,29 @@ def probe_accuracies(
     test_labels: np.ndarray,
 ) -> dict[str, float]:
     """Logistic-regression accuracy on each (train, test) feature pair: model codes, PCA
-    features of the same size, raw pixels. Can the code replace the pixels? The probes run side
-    by side, one per usable core; each is single-threaded, so the scores do not depend on how."""
-    jobs = [
-        joblib.delayed(probe_accuracy)(train_x, train_labels, test_x, test_labels)
-        for train_x, test_x in features.values()
+    features of the same size, raw pixels. Can the code replace the pixels?"""
+    with probes_started(features, train_labels, test_labels) as accuracies:
+        return accuracies()
+
+
+@contextlib.contextmanager
+def probes_started(
+    features: dict[str, tuple[np.ndarray, np.ndarray]],
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+) -> Iterator[Callable[[], dict[str, float]]]:
+    """`probe_accuracies`, started in the background: the probes run in worker processes, one
+    per usable core, while the caller goes on; the yielded function waits for their scores.
+    Each probe is single-threaded, so the scores do not depend on where or beside what it ran.
+    With one usable core the probes run when their scores are asked for."""
+    arguments = [
+        (train_x, train_labels, test_x, test_labels) for train_x, test_x in features.values()
     ]
-    workers = min(len(jobs), usable_cores())
-    if workers > 1:
-        accuracies = joblib.Parallel(n_jobs=workers)(jobs)
-    else:
-        accuracies = [function(*args) for function, args, _ in jobs]
-    return dict(zip(features, accuracies, strict=True))
+    workers = min(len(arguments), usable_cores())
+    if workers < 2:
+        yield lambda: dict(zip(features, (probe_accuracy(*a) for a in arguments), strict=True))
+        return
+    context = multiprocessing.get_context("spawn")  # not fork: BLAS and joblib threads run here
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(probe_accuracy, *a) for a in arguments]
+        yield lambda: dict(zip(features, (f.result() for f in futures), strict=True))

@@ -4,5 +4,6 @@
 4.5 s), so stages import them only after params and data have been checked. `workers` (starting
 the processes of multi-worker training, which must happen before TensorFlow loads) and
 `checkpoints` do not import it. `variational` (the VAE's layer) and `served` (the logged model's
-loader) stand alone, as MLflow ships them with every logged model.
+loader, which imports Keras only when a model loads) stand alone, as MLflow ships them with every
+logged model.
 """

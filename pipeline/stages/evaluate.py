@@ -71,6 +71,7 @@ def run(params: Params) -> None:
         from pipeline.evaluation.autoencoders import evaluate_autoencoders
 
         models = _autoencoders(*model_files)
+        run.confirm()  # the MLflow run opened meanwhile, in the recorder process
         result = evaluate_autoencoders(
             params, split, noisy, reference, models, histories, progress.printer("evaluate")
         )
@@ -80,7 +81,7 @@ def run(params: Params) -> None:
         for name, figure in result.figures.items():
             figures.save_png(figure, paths.FIGURES_DIR / f"{name}.png")
         scored = {group: paths.model_file(name) for group, name in SCORED_MODELS.items()}
-        run.log_metric_tree(result.metrics, run.logged_model_ids(scored))
+        run.log_metric_tree(result.metrics, scored)
         run.log_outputs(output_files())
         run.log_directory(paths.FIGURES_DIR, "figures")  # where a user looks in the MLflow UI
     for line in score_lines(result.table, result.metrics["probe_accuracy"]):

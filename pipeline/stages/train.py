@@ -25,6 +25,7 @@ from pipeline.data.images import load_noisy, load_prepared
 from pipeline.modelling import workers
 from pipeline.modelling.checkpoints import CheckpointDir, code_digest, fingerprint
 from pipeline.tracking import runs
+from pipeline.tracking.recorder import RecordedRun
 
 PACKAGE_DIR = Path(pipeline.__file__).parent
 
@@ -139,7 +140,7 @@ def _train(
     stage: TrainingStage,
     data: tuple[np.ndarray, ...],
     strategy: Any | None,
-    run: runs.StageRun | None,
+    run: RecordedRun | None,
 ) -> tuple[Any, list[HistoryRow], CheckpointDir | None]:
     """Train (resuming a checkpoint when one process trains); return model, history, checkpoint."""
     from pipeline.modelling import architectures, training  # TensorFlow loads here
@@ -150,6 +151,8 @@ def _train(
         model = _initial_model(stage, params, settings)
     rows: list[HistoryRow] = []
     checkpoint = None
+    if run is not None:
+        run.confirm()  # the MLflow run opened while TensorFlow loaded, in the recorder process
     if run is not None and strategy is None:
         checkpoint = CheckpointDir(
             paths.CHECKPOINTS_DIR / stage.name,

@@ -39,6 +39,10 @@ from pipeline.tracking.tags import (
     tagged_md5s,
 )
 
+# The `dvc repro` / `dvc exp run` process, as the stage sees it, for its pipeline run's tags.
+TAG_GROUP_PROCESS = "aepipe.pipeline_process"
+TAG_ENDED_BY = "aepipe.ended_by"  # on a run that its own stage could not end
+
 # Opens the project's experiment on MLflow's model-training view, not the GenAI overview.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -55,7 +59,9 @@ def project_experiment_id(client: Any, artifact_dir: Path | None) -> str:
     return client.create_experiment(name, artifact_location=location, tags={kind_tag: kind})
 
 
-def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, str]) -> str:
+def _parent_run_id(
+    client: Any, experiment_id: str, group: str, tags: dict[str, str], pipeline_identity: str
+) -> str:
     """The run that groups every stage of one pipeline run, created by its first stage."""
     query = f"tags.`{TAG_GROUP}` = '{group}' and tags.`{TAG_ROLE}` = 'pipeline'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
@@ -63,7 +69,7 @@ def _parent_run_id(client: Any, experiment_id: str, group: str, tags: dict[str, 
         return found[0].info.run_id
     name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
     shared = {k: v for k, v in tags.items() if k != TAG_STAGE and not k.startswith(TAG_DEP)}
-    shared[TAG_PROCESS] = provenance.process_identity(provenance.pipeline_process())
+    shared[TAG_PROCESS] = pipeline_identity
     run = client.create_run(experiment_id, run_name=name, tags={**shared, TAG_ROLE: "pipeline"})
     return run.info.run_id
 
@@ -81,7 +87,7 @@ def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
         if tags.get(TAG_REPOSITORY) == repository and provenance.process_gone(
             tags.get(TAG_PROCESS, "")
         ):
-            client.set_tag(run.info.run_id, "aepipe.ended_by", "a later stage: process gone")
+            client.set_tag(run.info.run_id, TAG_ENDED_BY, "a later stage: process gone")
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run.info.run_id)
             if parent := tags.get("mlflow.parentRunId"):  # its pipeline run did not finish
@@ -184,24 +190,26 @@ class StageRun:
         self.mlflow.set_tags(tags)
 
     @interrupts.held()
-    def log_metric_tree(self, tree: dict, model_ids: dict[str, str] | None = None) -> None:
+    def log_metric_tree(self, tree: dict, model_files: dict[str, Path] | None = None) -> None:
         """The numeric leaves of a nested dict (metrics.json), with dotted keys. The leaves under
-        a key of `model_ids` are logged as metrics of that logged model too, so MLflow's models
-        page ranks the models by them."""
+        a key of `model_files` are logged as metrics of the logged model of that file too, so
+        MLflow's models page ranks the models by them."""
+        model_ids = self.logged_model_ids(model_files or {})
         for group, subtree in tree.items():
             leaves = (
                 flatten(subtree, f"{group}.") if isinstance(subtree, dict) else {group: subtree}
             )
             numbers = {key: float(value) for key, value in leaves.items() if _is_number(value)}
             if numbers:
-                model_id = (model_ids or {}).get(group)
-                self.mlflow.log_metrics(numbers, model_id=model_id)
+                self.mlflow.log_metrics(numbers, model_id=model_ids.get(group))
 
     def logged_model_ids(self, files: dict[str, Path]) -> dict[str, str]:
         """key -> id of the logged MLflow model whose `.keras` file is `files[key]` (by md5), for
         the inputs that a run in this store logged."""
         from pipeline.tracking.finder import RunFinder
 
+        if not files:
+            return {}
         runs = RunFinder.open_existing()
         found = {}
         for key, path in files.items():
@@ -255,40 +263,71 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, inputs: list[Path], params: Params) -> Iterator[StageRun]:
-    """Open the MLflow run of `stage`, nested under its pipeline run, tagged with lineage.
+def stage_run(stage: str, inputs: list[Path], params: Params) -> Iterator[Any]:
+    """The MLflow run of `stage`, nested under its pipeline run, tagged with lineage; kept by a
+    helper process (`recorder`), so that opening it overlaps the stage's own start.
 
-    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP, held back while
-    a write to the store is under way); a run whose process is killed outright is marked KILLED
-    by the next stage that starts.
+    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP); a run whose
+    process is killed outright is marked KILLED by its helper, or by the next stage that starts.
+    Call `confirm()` on the yielded run before expensive work: it raises a store's error.
     """
-    uri, artifact_dir = configured_uri()
-    ensure_reachable(uri)
-    import mlflow  # imported here: 1-2 s, and only stages that log need it
+    from pipeline.tracking.recorder import recorded_run
 
-    mlflow.set_tracking_uri(uri)
+    uri, _ = configured_uri()
+    ensure_reachable(uri)
     git = provenance.git_state()
     tags = lineage_tags(stage, inputs, git, params)
-    with store_errors(uri), interrupts.held():
-        client = mlflow.MlflowClient()
-        with store_lock():  # the first use creates the SQLite schema; queue workers must wait
-            experiment_id = project_experiment_id(client, artifact_dir)
-            end_orphaned_runs(client, experiment_id)
-            parent_id = _parent_run_id(client, experiment_id, tags[TAG_GROUP], tags)
-        tags["mlflow.parentRunId"] = parent_id
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
-    status = "FAILED"
-    try:
+    tags[TAG_GROUP_PROCESS] = provenance.process_identity(provenance.pipeline_process())
+    with recorded_run(stage, tags, git.diff) as run:
+        yield run
+
+
+class OpenedRun:
+    """A stage's run, opened in the helper process: `StageRun` logs to it, `end` ends it."""
+
+    def __init__(self, uri: str, client: Any, parent_id: str, run: StageRun):
+        self.uri, self.client, self.parent_id, self.run = uri, client, parent_id, run
+
+    @classmethod
+    def open(cls, stage: str, tags: dict[str, str], diff: str | None) -> OpenedRun:
+        uri, artifact_dir = configured_uri()
+        import mlflow  # 1-2 s, and only stages that log need it
+
+        mlflow.set_tracking_uri(uri)
+        tags = dict(tags)
+        pipeline_identity = tags.pop(TAG_GROUP_PROCESS)
         with store_errors(uri):
-            if git.diff:  # the commit alone does not say which code ran
-                mlflow.log_text(git.diff, "lineage/uncommitted.diff")
-            yield StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        # A failed store must not hide the first error; a second Ctrl-C waits for the end.
-        with interrupts.held(), contextlib.suppress(Exception):
-            mlflow.end_run(status)
-            client.set_terminated(parent_id, status)
+            client = mlflow.MlflowClient()
+            with store_lock():  # the first use creates the SQLite schema; queue workers wait
+                experiment_id = project_experiment_id(client, artifact_dir)
+                end_orphaned_runs(client, experiment_id)
+                parent_id = _parent_run_id(
+                    client, experiment_id, tags[TAG_GROUP], tags, pipeline_identity
+                )
+            tags["mlflow.parentRunId"] = parent_id
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+            if diff:  # the commit alone does not say which code ran
+                mlflow.log_text(diff, "lineage/uncommitted.diff")
+        return cls(
+            uri, client, parent_id, StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
+        )
+
+    def prepare(self) -> None:
+        """Import what logging a model and finding logged models need (2-3 s, so that the
+        stage's last calls do not wait for it)."""
+        import mlflow.models
+        import mlflow.pyfunc  # noqa: F401
+
+        import pipeline.tracking.finder  # noqa: F401
+
+    def tag_ended_by(self, reason: str) -> None:
+        """Say on the run and its pipeline run who ended them, when the stage could not."""
+        with contextlib.suppress(Exception):
+            for run_id in (self.run.run_id, self.parent_id):
+                self.client.set_tag(run_id, TAG_ENDED_BY, reason)
+
+    def end(self, status: str) -> None:
+        """End the run and its pipeline run with `status` (FINISHED, FAILED or KILLED)."""
+        with store_errors(self.uri):
+            self.run.mlflow.end_run(status)
+            self.client.set_terminated(self.parent_id, status)
