@@ -272,7 +272,7 @@ def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
         params, split, noisy, reference, collapsed, histories, steps.append
     )
     assert [step.split(":")[0].split(" ")[0] for step in steps] == [
-        "both", "denoiser", "linear", "t-SNE"
+        "both", "denoiser", "t-SNE", "linear"
     ]  # fmt: skip
     assert {"code_map", "vae_interpolation", "vae_prior_samples"} <= set(result.figures)
     assert result.metrics["model_kind"] == "vae"
