@@ -289,3 +289,21 @@ def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path,
         run.confirm()
         worked.append(True)
     assert not worked
+
+
+def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from pipeline.core.errors import PipelineError
+    from pipeline.tracking.recorder import RECORDER_GONE, recorded_run
+
+    _recorder_store(tmp_path, monkeypatch)
+    with (
+        pytest.raises(PipelineError, match=RECORDER_GONE),
+        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+    ):
+        run.confirm()
+        (helper,) = multiprocessing.active_children()  # the recorder this test started
+        helper.kill()
+        helper.join()
+        run.log_params({"seed": 3})

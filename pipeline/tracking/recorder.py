@@ -72,7 +72,7 @@ class RecordedRun:
 
         def queued(*args: Any, **kwargs: Any) -> None:
             with interrupts.held():  # a message cut in half would garble the rest
-                self._connection.send((name, args, kwargs))
+                _send(self._connection, (name, args, kwargs))
 
         return queued
 
@@ -81,19 +81,27 @@ class RecordedRun:
         run could not be opened, or a call could not be logged)."""
         with interrupts.held():
             self.confirm()
-            self._connection.send((END, (status,), {}))
+            _send(self._connection, (END, (status,), {}))
             kind, value = _receive(self._connection)
         if kind == FAILED:
             raise TrackingError(value)
 
 
+RECORDER_GONE = "the process that logs this stage to MLflow ended unexpectedly"
+
+
+def _send(connection: Connection, message: tuple) -> None:
+    try:
+        connection.send(message)
+    except OSError:  # its end of the pipe closed: it crashed or was killed
+        raise PipelineError(RECORDER_GONE) from None
+
+
 def _receive(connection: Connection) -> tuple[str, Any]:
     try:
         return connection.recv()
-    except EOFError:
-        raise PipelineError(
-            "the process that logs this stage to MLflow ended unexpectedly"
-        ) from None
+    except (EOFError, OSError):
+        raise PipelineError(RECORDER_GONE) from None
 
 
 @contextlib.contextmanager
@@ -124,7 +132,7 @@ def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator
             if status == "FINISHED":
                 run.end(status)
             else:
-                with contextlib.suppress(OSError, PipelineError):
+                with contextlib.suppress(PipelineError):
                     run.end(status)  # the stage's own error stays the one reported
         finally:
             with interrupts.held():
