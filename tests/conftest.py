@@ -127,6 +127,11 @@ def restored(repo: Path):
         run(["dvc", "checkout", "--force"], repo)
 
 
+def outs(stage: dict) -> dict[str, str]:
+    """Path -> md5 of each output of a stage as `dvc.lock` records it."""
+    return {o["path"]: o["md5"] for o in stage["outs"]}
+
+
 def free_port() -> int:
     """A local port nobody listens on (right now)."""
     with socket.socket() as sock:

@@ -31,6 +31,7 @@ from tests.conftest import (
     free_port,
     lock_out_md5,
     merge,
+    outs,
     pipeline_env,
     reproduced,
     restored,
@@ -83,10 +84,6 @@ def lock_md5s(repo: Path) -> dict[tuple[str, str], str]:
         for stage, body in lock_stages(repo).items()
         for entry in body.get("deps", []) + body.get("outs", [])
     }
-
-
-def outs(stage: dict) -> dict[str, str]:
-    return {o["path"]: o["md5"] for o in stage["outs"]}
 
 
 def stale_stages(repo: Path) -> set[str]:
@@ -559,69 +556,3 @@ def test_a_changed_database_password_is_applied_on_the_next_start(team_server, m
         assert server.start(team_server)[1]  # a second start finds it running
     finally:
         server.stop(team_server)
-
-
-def test_queued_experiments_on_two_workers_land_in_one_mlflow_store(repo):
-    # Experiments that rerun `evaluate` alone: a queue's mechanics, at low cost. The number of
-    # images shown changes only figures, so each also reruns evaluate's numbers from scratch.
-    for name, shown in (("shown-1", 1), ("shown-3", 3)):
-        queued = ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"evaluate.n_examples={shown}"]
-        run([*queued, "evaluate"], repo)  # up to evaluate: the stage that logs
-    run(["dvc", "queue", "start", "-j", "2"], repo)
-    status = wait_for_queue(repo, ("shown-1", "shown-3"))
-    assert status.count("Success") == 2, (
-        status + run(["dvc", "queue", "logs", "shown-1"], repo, check=False).stdout
-    )
-    names = [r.data.tags.get("dvc.exp_name") for r in runs_of(repo, "evaluate")]
-    assert names.count("shown-1") == 1 and names.count("shown-3") == 1, names
-    assert not list(repo.glob(".dvc/tmp/exps/*/mlflow.db")), "a run logged inside a temp copy"
-    rows = {
-        row["experiment"]: row
-        for row in json.loads(
-            run(["aepipe", "compare", "--experiments", "--format", "json"], repo).stdout
-        )
-    }
-    assert rows["shown-1"]["evaluate.n_examples"] == 1
-    assert rows["shown-3"]["evaluate.n_examples"] == 3
-    for name in ("shown-1", "shown-3"):
-        assert rows[name]["mlflow_run"].startswith("http://127.0.0.1:5000/#/experiments/")
-    # The number of images shown changes no score: one configuration, and one run per seed.
-    compared = run(["aepipe", "compare", "--format", "json", "--log"], repo)
-    [baseline] = json.loads(compared.stdout)[:1]
-    assert baseline["configuration"] == "baseline" and baseline["n"] == 1
-    assert len(json.loads(compared.stdout)) == 3  # one row per metric
-    logged = [r for r in runs_of(repo) if r.data.tags.get("aepipe.role") == "comparison"]
-    assert len(logged) == 1 and "shown-1" in logged[0].data.tags["aepipe.compared"]
-    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # the workspace untouched
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
-    for ref in refs:
-        evaluated = outs(
-            yaml.safe_load(run(["git", "show", f"{ref}:dvc.lock"], repo).stdout)["stages"][
-                "evaluate"
-            ]
-        )
-        for table in ("reports/metrics.json", "reports/denoisers.csv", "reports/robustness.csv"):
-            assert evaluated[table] == lock_out_md5(repo, "evaluate", table), (ref, table)
-
-
-def wait_for_queue(repo: Path, names: tuple[str, ...], limit_s: float = 900) -> str:
-    """`dvc queue status` once the named experiments are done. Until then, a cheap look at
-    git's experiment refs every second, and DVC's own status (1.5 s of CPU each, taken from the
-    experiments) only every 15 s, to notice a failure."""
-    deadline = time.monotonic() + limit_s
-    checked = time.monotonic()
-    while time.monotonic() < deadline:
-        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout
-        if all(f"/{name}\n" in refs for name in names):
-            break
-        if time.monotonic() - checked > 15:
-            checked = time.monotonic()
-            status = run(["dvc", "queue", "status"], repo).stdout
-            if "Queued" not in status and "Running" not in status:
-                return status
-        time.sleep(1)
-    while True:  # the refs come just before DVC marks the tasks done
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if ("Queued" not in status and "Running" not in status) or time.monotonic() > deadline:
-            return status
-        time.sleep(1)

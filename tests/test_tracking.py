@@ -303,7 +303,9 @@ def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch)
         recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.confirm()
-        (helper,) = multiprocessing.active_children()  # the recorder this test started
+        (helper,) = [  # the recorder this test started
+            child for child in multiprocessing.active_children() if child.name == "mlflow-evaluate"
+        ]
         helper.kill()
         helper.join()
         run.log_params({"seed": 3})
