@@ -15,7 +15,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 LOWER_IS_BETTER = frozenset({"bce", "mse", "loss", "val_loss"})
@@ -49,6 +48,8 @@ def summarise(values: list[float]) -> Summary:
     std = float(sample.std(ddof=1))
     if std == 0.0:
         return Summary(n, mean, 0.0, mean, mean)
+    from scipy import stats  # 2 s; `register` needs it only when both sides have replicates
+
     low, high = stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=std / math.sqrt(n))
     return Summary(n, mean, std, float(low), float(high))
 
@@ -76,6 +77,8 @@ def difference(
         # Nothing varies with the seed (a metric of the data alone): the difference is exact.
         verdict = _verdict(estimate, estimate, higher_better)
         return Difference(estimate, estimate, estimate, "exact", verdict)
+    from scipy import stats
+
     with warnings.catch_warnings():  # equal paired differences: SciPy warns, the answer is exact
         warnings.simplefilter("ignore", RuntimeWarning)
         if candidate.keys() == baseline.keys():
