@@ -21,7 +21,7 @@ from tests.conftest import (
     runs_of,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e_queue")]
 
 
 @pytest.fixture(scope="module")
