@@ -40,7 +40,7 @@ from tests.conftest import (
 )
 from tests.import_graph import closure, command_module
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.e2e
 
 STAGES = (
     "validate",

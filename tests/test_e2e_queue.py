@@ -21,7 +21,7 @@ from tests.conftest import (
     runs_of,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e_queue")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

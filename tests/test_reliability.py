@@ -24,7 +24,7 @@ from tests.conftest import (
     runs_of,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("reliability")]
+pytestmark = pytest.mark.e2e
 
 # Enough epochs and images that a kill lands mid-training, small enough to take seconds.
 KILLABLE = {
