@@ -309,3 +309,45 @@ def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch)
         helper.kill()
         helper.join()
         run.log_params({"seed": 3})
+
+
+def test_ctrl_c_while_the_last_calls_are_logged_ends_the_run_killed(tmp_path, monkeypatch):
+    from pipeline.tracking import recorder
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    waited = recorder.RecordedRun._reply
+
+    def interrupted(self, patience, *kinds):
+        if kinds == (recorder.FLUSHED,):  # Ctrl-C while the stage waits for its last calls
+            raise KeyboardInterrupt
+        return waited(self, patience, *kinds)
+
+    monkeypatch.setattr(recorder.RecordedRun, "_reply", interrupted)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        recorder.recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+    ):
+        run.log_params({"seed": 3})
+    runs = _stage_runs(uri)
+    assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == ("KILLED", "KILLED")
+
+
+def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from pipeline.tracking import recorder
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    helper = context.Process(
+        target=recorder.serve, args=(theirs, "evaluate", _stage_tags(tmp_path), None)
+    )
+    helper.start()
+    theirs.close()
+    ours.close()  # the stage is gone before the recorder could say the run is open
+    helper.join(120)
+    assert helper.exitcode == 0
+    stage = _stage_runs(uri)["evaluate"]
+    assert stage.info.status == "KILLED"
+    assert stage.data.tags["aepipe.ended_by"] == recorder.STAGE_DIED

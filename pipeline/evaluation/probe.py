@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.evaluation.parallel import usable_cores
 
 MAX_ITER = 500
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def probe_accuracy(
@@ -83,6 +86,22 @@ def probes_started(
         yield lambda: dict(zip(features, (probe_accuracy(*a) for a in arguments), strict=True))
         return
     context = multiprocessing.get_context("spawn")  # not fork: BLAS and joblib threads run here
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_tied_to_parent)
+    try:
         futures = [pool.submit(probe_accuracy, *a) for a in arguments]
         yield lambda: dict(zip(features, (f.result() for f in futures), strict=True))
+    except BaseException:  # Ctrl-C or an error: do not wait up to 9 s for a probe
+        for worker in list(pool._processes.values()):  # the workers this pool started
+            worker.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _tied_to_parent() -> None:
+    """In each probe worker: ignore Ctrl-C (the stage handles it and ends the workers), and die
+    with the stage if it is killed outright (Linux), rather than linger."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

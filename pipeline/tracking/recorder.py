@@ -6,10 +6,12 @@ two overlap; afterwards logging calls are queued to the helper and do not wait f
 
 The stage waits for the run to be open (`RecordedRun.confirm`) before its expensive work, so an
 unusable store still fails the stage in seconds, with the store's one-line message. At the end
-the stage sends the run's status and waits until every queued call is logged; a logging failure
-then fails the stage. The helper ignores Ctrl-C (it runs in its own session): the stage ends the
-run KILLED through it. If the stage dies outright, the helper sees its pipe close and ends the run
-KILLED itself; if both die, the next stage's sweep does (`runs.end_orphaned_runs`).
+the stage waits until every queued call is logged (Ctrl-C still ends the run KILLED then), and
+only then sends the run's status; a logging failure fails the stage. An interrupted stage waits
+at most GRACE_S for its run to be ended, then ends the helper. The helper ignores Ctrl-C (it runs
+in its own session): the stage ends the run KILLED through it. If the stage dies outright, the
+helper sees its pipe close and ends the run KILLED itself; if both die, the next stage's sweep
+does (`runs.end_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 from pipeline.core import interrupts
 from pipeline.core.errors import PipelineError, TrackingError
 
-STARTED, FAILED, ENDED = "started", "failed", "ended"
-END = "end"
+STARTED, FAILED, FLUSHED, ENDED = "started", "failed", "flushed", "ended"  # answers
+END, FLUSH = "end", "flush"
 STAGE_DIED = "its logging process: the stage process ended without ending it"
 # Calls the stage may queue; each is a method of `runs.StageRun`, run in the helper.
 CALLS = frozenset(
@@ -51,11 +53,11 @@ class RecordedRun:
         self._run_id: str | None = None
         self.input_md5s = input_md5s  # path -> md5 of each input, as DVC computes it
 
-    def confirm(self) -> None:
+    def confirm(self, patience: float | None = None) -> None:
         """Wait until the run is open; raise the store's error if it could not be opened."""
         if self._run_id is not None:
             return
-        kind, value = _receive(self._connection)
+        kind, value = self._reply(patience, STARTED, FAILED)
         if kind != STARTED:
             raise TrackingError(value)
         self._run_id = value
@@ -76,18 +78,39 @@ class RecordedRun:
 
         return queued
 
-    def end(self, status: str) -> None:
-        """End the run with `status` once every queued call is logged; raise what failed (the
-        run could not be opened, or a call could not be logged)."""
+    def flush(self) -> None:
+        """Wait until every queued call is logged (Ctrl-C still interrupts the wait); raise what
+        could not be logged."""
+        self.confirm()
         with interrupts.held():
-            self.confirm()
+            _send(self._connection, (FLUSH, (), {}))
+        _, failure = self._reply(None, FLUSHED)
+        if failure:
+            raise TrackingError(failure)
+
+    def end(self, status: str, patience: float | None = None) -> None:
+        """End the run with `status`; raise what failed. With `patience`, wait at most that
+        many seconds for each answer (a store that hangs must not hold an interrupted stage)."""
+        with interrupts.held():
+            self.confirm(patience)
             _send(self._connection, (END, (status,), {}))
+            _, failure = self._reply(patience, ENDED)
+        if failure:
+            raise TrackingError(failure)
+
+    def _reply(self, patience: float | None, *kinds: str) -> tuple[str, Any]:
+        """The next answer of one of `kinds` (answers to an abandoned wait are skipped)."""
+        while True:
+            if patience is not None and not self._connection.poll(patience):
+                raise PipelineError(RECORDER_SILENT)
             kind, value = _receive(self._connection)
-        if kind == FAILED:
-            raise TrackingError(value)
+            if kind in kinds:
+                return kind, value
 
 
 RECORDER_GONE = "the process that logs this stage to MLflow ended unexpectedly"
+RECORDER_SILENT = "the process that logs this stage to MLflow did not answer; ended it"
+GRACE_S = 10.0  # for an interrupted or failed stage's run to be ended
 
 
 def _send(connection: Connection, message: tuple) -> None:
@@ -108,7 +131,8 @@ def _receive(connection: Connection) -> tuple[str, Any]:
 def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[RecordedRun]:
     """Start the helper that opens `stage`'s run with `tags`; yield the stage's side of it.
 
-    Ends the run FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP)."""
+    Ends the run FINISHED (once every queued call is logged), FAILED (an exception) or KILLED
+    (Ctrl-C, SIGTERM, SIGHUP, also while the last calls are being logged)."""
     from pipeline.tracking.tags import TAG_DEP, tagged_md5s
 
     context = multiprocessing.get_context("spawn")
@@ -123,6 +147,7 @@ def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator
     status = "FAILED"
     try:
         yield run
+        run.flush()
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -133,15 +158,19 @@ def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator
                 run.end(status)
             else:
                 with contextlib.suppress(PipelineError):
-                    run.end(status)  # the stage's own error stays the one reported
+                    run.end(status, GRACE_S)  # the stage's own error stays the one reported
         finally:
             with interrupts.held():
                 ours.close()
-                helper.join()
+                helper.join(None if status == "FINISHED" else GRACE_S)
+                if helper.is_alive():  # ours, stuck on a store that does not answer
+                    helper.kill()
+                    helper.join()
 
 
 def serve(connection: Connection, stage: str, tags: dict[str, str], diff: str | None) -> None:
-    """The helper: open the run, then log each queued call until the stage ends it."""
+    """The helper: open the run, then log each queued call until the stage ends it. A stage
+    that disappears (its pipe closes) gets its run ended KILLED."""
     for signum in interrupts.SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     import os
@@ -152,32 +181,37 @@ def serve(connection: Connection, stage: str, tags: dict[str, str], diff: str | 
     try:
         opened = runs.OpenedRun.open(stage, tags, diff)
     except Exception as exc:
-        connection.send((FAILED, _message(exc)))
+        with contextlib.suppress(OSError):
+            connection.send((FAILED, _message(exc)))
         return
-    connection.send((STARTED, opened.run.run_id))
-    opened.prepare()  # while the stage works: imports the later calls need
     failure = None
-    status = "KILLED"  # unless the stage says otherwise: its pipe closed without an end
-    while True:
-        try:
+    status = "KILLED"  # unless the stage says otherwise
+    try:
+        connection.send((STARTED, opened.run.run_id))
+        with contextlib.suppress(Exception):
+            opened.prepare()  # while the stage works: imports the later calls need
+        while True:
             name, args, kwargs = connection.recv()
-        except (EOFError, OSError):
-            opened.tag_ended_by(STAGE_DIED)
-            break
-        if name == END:
-            status = args[0] if failure is None else "FAILED"
-            break
-        if failure is None and name in CALLS:
-            try:
-                getattr(opened.run, name)(*args, **kwargs)
-            except Exception as exc:
-                failure = _message(exc)
+            if name == END:
+                status = args[0] if failure is None else "FAILED"
+                break
+            if name == FLUSH:
+                connection.send((FLUSHED, failure))
+            elif failure is None and name in CALLS:
+                try:
+                    getattr(opened.run, name)(*args, **kwargs)
+                except Exception as exc:
+                    failure = _message(exc)
+    except (EOFError, OSError):  # the stage's end of the pipe closed without an END
+        opened.tag_ended_by(STAGE_DIED)
+    except Exception as exc:  # a message it cannot read: end the run, say why
+        failure, status = failure or _message(exc), "FAILED"
     try:
         opened.end(status)
     except Exception as exc:
         failure = failure or _message(exc)
     with contextlib.suppress(OSError):
-        connection.send((FAILED, failure) if failure else (ENDED, None))
+        connection.send((ENDED, failure))
 
 
 def _message(exc: BaseException) -> str:
