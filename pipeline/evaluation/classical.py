@@ -37,14 +37,7 @@ TV_EPS, TV_MAX_ITERATIONS = 2.0e-4, 200  # skimage's defaults
 
 def total_variation(noisy: np.ndarray, weight: float) -> np.ndarray:
     """skimage's `denoise_tv_chambolle(..., channel_axis=0)`, to the last bit, on stacks."""
-    images = _as_images(noisy)
-    return np.concatenate(
-        [
-            chambolle_stack(images[start : start + TV_CHUNK], weight)
-            for start in range(0, len(images), TV_CHUNK)
-        ]
-        or [images]
-    )
+    return parallel.in_chunks(chambolle_stack, [_as_images(noisy)], TV_CHUNK, weight)
 
 
 def chambolle_stack(images: np.ndarray, weight: float) -> np.ndarray:
@@ -58,20 +51,18 @@ def chambolle_stack(images: np.ndarray, weight: float) -> np.ndarray:
     g = np.zeros_like(p)  # differences of `out` along each axis; the last row/column stays 0
     d = np.zeros_like(images)
     tau = 0.25  # 1 / (2 * ndim)
-    out = images
+    out = images  # the first step differentiates the images themselves
     for i in range(TV_MAX_ITERATIONS):
         if i > 0:
             d = -p.sum(0)
             d[:, 1:, :] += p[0, :, :-1, :]
             d[:, :, 1:] += p[1, :, :, :-1]
             out = images + d
-        else:
-            out = images
-        energy = (d**2).reshape(len(d), -1).sum(axis=1)
+        energy = (d**2).reshape(len(d), height * width).sum(axis=1)
         g[0, :, :-1, :] = np.diff(out, axis=1)
         g[1, :, :, :-1] = np.diff(out, axis=2)
         norm = np.sqrt((g**2).sum(axis=0))
-        energy += weight * norm.reshape(len(norm), -1).sum(axis=1)
+        energy += weight * norm.reshape(len(norm), height * width).sum(axis=1)
         norm *= tau / weight
         norm += 1.0
         p -= tau * g

@@ -6,6 +6,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from pipeline.data.images import IMAGE_SIDE
+from pipeline.evaluation import parallel
 
 # Keras clips probabilities to [eps, 1 - eps] before the log; so do we, to report the same BCE.
 KERAS_EPSILON = 1e-7
@@ -58,15 +59,7 @@ def ssim_per_image(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     image, to the last bit, computed on stacks (a window one image deep): 10000 pairs in 0.7 s on
     one core, against 2.2 s for skimage's loop.
     """
-    return np.concatenate(
-        [
-            _ssim_of_stack(
-                target[start : start + SSIM_CHUNK], predicted[start : start + SSIM_CHUNK]
-            )
-            for start in range(0, len(target), SSIM_CHUNK)
-        ]
-        or [np.zeros(0)]
-    )
+    return parallel.in_chunks(_ssim_of_stack, [target, predicted], SSIM_CHUNK)
 
 
 def _ssim_of_stack(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -87,7 +80,7 @@ def _ssim_of_stack(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (SSIM_WINDOW - 1) // 2
     inner = s[:, pad:-pad, pad:-pad]
-    return inner.reshape(len(inner), -1).mean(axis=1)
+    return inner.reshape(len(inner), (IMAGE_SIDE - 2 * pad) ** 2).mean(axis=1)
 
 
 def mean_ssim(target: np.ndarray, predicted: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""Image-by-image work on every core this process may use, results in order.
+"""Image-by-image work on stacks of images: in chunks that keep temporaries small, or on every
+core this process may use; results in order.
 
 For per-image loops in Python or Cython (scikit-image's wavelet and non-local means take about a
 millisecond per 28x28 image). The stacks are cut into one aligned part per usable core, and each
@@ -33,4 +34,17 @@ def per_image(
     parts = joblib.Parallel(n_jobs=workers)(
         joblib.delayed(function)(*part, *args) for part in zip(*cuts, strict=True)
     )
+    return np.concatenate(parts)
+
+
+def in_chunks(
+    function: Callable[..., np.ndarray], stacks: Sequence[np.ndarray], size: int, *args
+) -> np.ndarray:
+    """`function(*stacks, *args)`, computed on aligned chunks of at most `size` images, one after
+    another (for vectorised work whose temporaries should stay small); an empty stack is one
+    empty chunk."""
+    starts = range(0, len(stacks[0]), size) or [0]
+    parts = [
+        function(*(stack[start : start + size] for stack in stacks), *args) for start in starts
+    ]
     return np.concatenate(parts)
