@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.core import params_guard
 from pipeline.core.config import load_params
 from pipeline.core.entry import run_command
 from pipeline.core.errors import PipelineError
@@ -33,6 +34,7 @@ def _stage(name: str) -> Callable[[argparse.Namespace], None]:
 
     def handler(args: argparse.Namespace) -> None:
         params = load_params(args.params)
+        params_guard.remember(args.params, params)
         run = importlib.import_module(f"pipeline.stages.{name}").run
         if name == "train":
             run(params, args.model)
@@ -43,8 +45,12 @@ def _stage(name: str) -> Callable[[argparse.Namespace], None]:
 
 
 def _validate(args: argparse.Namespace) -> None:
+    from pipeline.tracking.runs import sweep_orphaned_runs
+
     params = load_params(args.params)
     print(f"{args.params}: valid ({len(params.flat())} params)")
+    if ended := sweep_orphaned_runs():
+        print(f"marked KILLED {len(ended)} MLflow run(s) whose process had ended")
 
 
 def _params_table(args: argparse.Namespace) -> None:
@@ -157,7 +163,7 @@ def _restore(args: argparse.Namespace) -> None:
     from pipeline.ops.workspace import restore
 
     for line in restore(repository_root()):
-        print(f"restored {line}")
+        print(line)
 
 
 def port_number(text: str) -> int:
@@ -181,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         return command
 
-    add("validate", _validate, "check params.yaml against the schema")
+    add(
+        "validate",
+        _validate,
+        "check params.yaml against the schema; end MLflow runs a killed process left RUNNING",
+    )
     table = add("params-table", _params_table, "print the README's params table (from the schema)")
     table.add_argument(
         "--write",

@@ -77,6 +77,26 @@ def run(
     return result
 
 
+def start_and_wait_for(command: list[str], repo: Path, line_start: str) -> subprocess.Popen:
+    """Start `command`; return once it has printed a line starting with `line_start` (its
+    output so far in `.seen`)."""
+    process = subprocess.Popen(
+        command,
+        cwd=repo,
+        env=pipeline_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    process.seen = []
+    for line in process.stdout:
+        process.seen.append(line)
+        if line.startswith(line_start):
+            return process
+    process.wait()
+    raise AssertionError(f"never printed {line_start!r}:\n{''.join(process.seen)[-3000:]}")
+
+
 def copy_repo(destination: Path, params: dict) -> Path:
     """A fresh git + DVC repository holding the tracked files of this one and `params`."""
     tracked = (

@@ -87,3 +87,34 @@ def test_compare_names_unknown_columns_and_lists_the_known_ones():
         PipelineError, compare.check_columns, ["a.psnr", "a.psnrr"], known, "--metric"
     )
     assert message == "unknown --metric a.psnrr; known: a.psnr, a.ssim"
+
+
+def test_the_workspace_counts_only_when_every_stage_ran_with_its_params(tmp_path):
+    """An edit of params.yaml that no stage has run yet (here a training param, which evaluate
+    does not read) makes the workspace's metrics another configuration's: left out."""
+    import yaml
+
+    lock = {
+        "stages": {
+            "train_denoise": {"params": {"params.yaml": {"train_denoise.epochs": 10}}},
+            "evaluate": {"params": {"params.yaml": {"evaluate.n_examples": 5}}},
+        }
+    }
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    ran = {"train_denoise.epochs": 10, "evaluate.n_examples": 5}
+    assert compare._workspace_ran_with(tmp_path, ran)
+    assert not compare._workspace_ran_with(tmp_path, {**ran, "train_denoise.epochs": 12})
+
+
+def test_experiments_sharing_a_model_file_each_link_their_own_training_run():
+    class Runs:
+        def producing(self, path, md5):
+            return [
+                {"dvc_experiment": "second", "link": "http://x/runs/2"},
+                {"dvc_experiment": "first", "link": "http://x/runs/1"},
+            ]
+
+    assert compare._training_run_link(Runs(), "m" * 32, "first") == "http://x/runs/1"
+    assert compare._training_run_link(Runs(), "m" * 32, "second") == "http://x/runs/2"
+    restored = compare._training_run_link(Runs(), "m" * 32, "third")
+    assert restored == "http://x/runs/2 (trained for second)"

@@ -67,3 +67,13 @@ def test_epochs_that_do_not_count_up_from_one_start_afresh(checkpoint, rows):
     state["rows"] = rows
     checkpoint.state_file.write_text(json.dumps(state))
     assert checkpoint.load() is None
+
+
+def test_a_state_that_cannot_be_written_leaves_the_last_pair_and_no_stray_arrays(checkpoint):
+    """An infinite loss in the rows cannot be strict JSON: the save fails, and the arrays it
+    wrote first are removed, so the directory holds the previous epoch exactly."""
+    before = sorted(p.name for p in checkpoint.directory.iterdir())
+    with pytest.raises(ValueError):
+        checkpoint.save([(1, 0.5, 0.4), (2, 0.3, 0.35), (3, 0.2, float("inf"))], [], "run-1")
+    assert sorted(p.name for p in checkpoint.directory.iterdir()) == before
+    assert checkpoint.load().rows == [(1, 0.5, 0.4), (2, 0.3, 0.35)]

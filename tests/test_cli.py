@@ -103,9 +103,8 @@ def test_raw_data_that_is_not_mnist_is_caught_by_its_hash(raw_workspace):
     assert result.stdout.startswith("exit 2")
 
 
-def test_bad_prepared_data_is_named_and_earlier_outputs_survive(tmp_path):
-    params = merge(default_params(), {"data": {"train_size": 100, "test_size": 20}})
-    raw_workspace = tmp_path
+def prepared_workspace(tmp_path):
+    """data/prepared of 100 training and 20 test images; returns params that fit them."""
     images = np.random.default_rng(1).random((130, 784)).astype(np.float32)
     labels = np.arange(130, dtype=np.uint8) % 10
     save_arrays(
@@ -118,6 +117,12 @@ def test_bad_prepared_data_is_named_and_earlier_outputs_survive(tmp_path):
             "x_tuning": images[120:],
         },
     )
+    return merge(default_params(), {"data": {"train_size": 100, "test_size": 20}})
+
+
+def test_bad_prepared_data_is_named_and_earlier_outputs_survive(tmp_path):
+    params = prepared_workspace(tmp_path)
+    raw_workspace = tmp_path
     assert "exit 0" in run_cli(raw_workspace, params, "noise").stdout
     noisy_before = (raw_workspace / "data/noisy/x_train.npy").read_bytes()
 
@@ -193,3 +198,20 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write_to_end():
         for s, handler in previous.items():
             signal.signal(s, handler)
     assert written == ["the whole write"]
+
+
+@pytest.mark.parametrize(
+    ("occupied", "stage", "named"),
+    [
+        (".aepipe", "validate", ".aepipe/pipeline-runs"),  # a file where a directory goes
+        ("data/noisy", "noise", "data/noisy"),
+    ],
+)
+def test_a_path_the_project_writes_that_is_occupied_is_one_line(tmp_path, occupied, stage, named):
+    params = prepared_workspace(tmp_path)
+    (tmp_path / occupied).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / occupied).write_text("in the way")
+    result = run_cli(tmp_path, params, "--stage", stage)
+    assert result.stderr.startswith(f"aepipe {stage}: error: {named}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stdout.strip().startswith("exit 2")

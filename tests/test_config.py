@@ -58,6 +58,14 @@ def test_missing_key_is_named():
             "evaluate.robustness_factors.1 = 0.0: Input should be greater than 0",
         ),
         (
+            {"evaluate": {"robustness_factors": [0.2, 0.2]}},
+            "evaluate.robustness_factors = [0.2, 0.2]: give each factor once, in increasing order",
+        ),
+        (
+            {"evaluate": {"robustness_factors": [0.6, 0.2]}},
+            "evaluate.robustness_factors = [0.6, 0.2]: give each factor once",
+        ),
+        (
             {"train_basic": {"learning_rate": "1_0"}},
             "train_basic.learning_rate = '1_0': expected a number, got the text '1_0'",
         ),

@@ -25,6 +25,8 @@ CANNOT_CHANGE_OUTPUTS = {
     Path("pipeline/tracking/finder.py"),  # read-only run lookups
     Path("pipeline/tracking/tags.py"),  # tag names
     Path("pipeline/tracking/provenance.py"),  # git state and versions, for tags
+    Path("pipeline/core/processes.py"),  # process identities, for that bookkeeping
+    Path("pipeline/core/params_guard.py"),  # can only refuse to go on, never change a result
 }
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tests.conftest import (
     restored,
     run,
     runs_of,
+    start_and_wait_for,
 )
 from tests.import_graph import closure, command_module
 
@@ -196,6 +198,33 @@ def test_register_leaves_a_receipt_without_which_dvc_reruns_it(repo):
     assert "register" not in stale_stages(repo)
 
 
+def test_a_receipt_is_checked_against_the_registry_and_never_restored_from_the_run_cache(repo):
+    """A deleted registry version is named by verify; and with the receipt gone, `dvc repro`
+    runs register again (DVC's run cache would restore the receipt without registering)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    receipt = json.loads((repo / "reports/registry_candidate.json").read_text())
+    query = (
+        "name = 'aepipe-denoiser' and tag.`dvc.out.models/denoise.keras` = "
+        f"'{receipt['models/denoise.keras']}' and tag.`aepipe.benchmark` = '{receipt['benchmark']}'"
+    )
+    [version] = client.search_model_versions(query)
+    client.delete_model_version("aepipe-denoiser", version.version)
+    with restored(repo):
+        verified = run(["aepipe", "verify"], repo, check=False)
+        assert verified.returncode == 1
+        assert (
+            "PROBLEM  reports/registry_candidate.json: the registry of sqlite:///"
+            in verified.stdout
+        )
+        assert "`dvc repro --force --single-item register` registers it here" in verified.stdout
+        (repo / "reports/registry_candidate.json").unlink()
+        again = run(["dvc", "repro"], repo).stdout
+        assert "Running stage 'register'" in again and "is cached" not in again
+        assert client.search_model_versions(query)
+
+
 def test_mlflow_runs_carry_params_metrics_artifacts_and_lineage(repo):
     import mlflow
 
@@ -302,6 +331,8 @@ def test_verify_passes_then_names_a_tampered_model_and_a_stale_stage(repo):
     clean = run(["aepipe", "verify"], repo)
     assert "PROBLEM" not in clean.stdout and clean.returncode == 0
     assert "models/denoise.keras as the MLflow model of run" in clean.stdout
+    assert "ok       reports/registry_candidate.json: aepipe-denoiser version" in clean.stdout
+    assert "ok       MLflow runs: none left RUNNING by a process that has ended" in clean.stdout
 
     with restored(repo):
         model = repo / "models/denoise.keras"
@@ -387,6 +418,12 @@ def test_the_champion_serves_with_mlflows_scoring_server_without_the_project(rep
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             denoised = np.asarray(json.loads(response.read())["predictions"], np.float32)
+        noisy[0, 0] = np.nan  # what json.dumps writes as bare NaN
+        request.data = json.dumps({"inputs": noisy[:2].tolist()}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=120)
+        assert refused.value.code == 400
+        assert "the first at row 0, hold NaN or infinite pixels" in refused.value.read().decode()
     finally:
         os.killpg(serving.pid, signal.SIGTERM)  # the group this test started, nothing else
         serving.wait(timeout=60)
@@ -427,6 +464,38 @@ def test_after_a_failed_experiment_aepipe_restore_puts_the_workspace_back(repo):
         )
 
 
+def test_a_second_exp_run_in_the_workspace_fails_the_first_instead_of_mixing_params(repo):
+    """`dvc exp run -S` writes params.yaml before DVC's lock refuses it. The first experiment,
+    paused mid-training while that happens, must fail in one line, not evaluate and register a
+    model under the second one's params."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = len(client.search_model_versions("name = 'aepipe-denoiser'"))
+    with restored(repo):
+        first = start_and_wait_for(
+            ["dvc", "exp", "run", "-S", "train_denoise.epochs=3"], repo, "train_denoise: epoch 1/3"
+        )
+        [trainer] = [
+            p
+            for p in psutil.Process(first.pid).children(recursive=True)
+            if "pipeline.stages.train" in p.cmdline()
+        ]
+        trainer.suspend()
+        try:
+            second = run(["dvc", "exp", "run", "-S", "evaluate.n_examples=2"], repo, check=False)
+        finally:
+            trainer.resume()
+        output = "".join(first.seen) + first.communicate(timeout=600)[0]
+    assert second.returncode != 0 and first.returncode != 0
+    assert "params.yaml changed while this pipeline ran (evaluate.n_examples was 5, now 2)" in (
+        output
+    )
+    assert "Running stage 'register'" not in output and "Running stage 'evaluate'" not in output
+    assert runs_of(repo, "train_denoise")[-1].info.status == "FAILED"
+    assert len(client.search_model_versions("name = 'aepipe-denoiser'")) == versions
+
+
 def test_audit_commands_refuse_bad_arguments_in_one_line(repo):
     for command, expected in (
         (["aepipe", "lineage", "/etc/passwd"], "outside the repository"),
@@ -463,7 +532,7 @@ def team_server():
     except server.PipelineError:
         yield None
         return
-    state = Path(tempfile.mkdtemp(prefix="aepipe-server-"))
+    state = Path(tempfile.mkdtemp(prefix="aepipe server-"))  # a space, as users' paths have
     state.chmod(0o755)  # PostgreSQL runs as `postgres` and must reach its data directory
     config = server.ServerConfig(state_dir=state, port=free_port(), db_port=free_port())
     os.environ[server.PASSWORD_ENV] = HOSTILE_PASSWORD

@@ -232,24 +232,37 @@ def tiny_split(n_train=12, n_test=1, n_tuning=3):
     return split, noisy
 
 
-def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
-    """One test image (t-SNE and the VAE walk need two points) and codes that are all equal (a
-    collapsed model: scikit-learn's PCA-initialised t-SNE crashes the process on them)."""
+def tiny_params(train_size, test_size, tuning_size, dim, shown, factors, kind="dense"):
     from pipeline.core.config import parse_params
     from tests.conftest import default_params, merge
 
-    params = parse_params(
+    batch = {"batch_size": dim}
+    return parse_params(
         merge(
             default_params(),
             {
-                "data": {"train_size": 12, "test_size": 1, "tuning_size": 3},
-                "model": {"kind": "vae", "encoding_dim": 4},
-                "train_basic": {"batch_size": 4},
-                "train_denoise": {"batch_size": 4},
-                "evaluate": {"n_examples": 1, "robustness_size": 1, "robustness_factors": [0.4]},
+                "data": {
+                    "train_size": train_size,
+                    "test_size": test_size,
+                    "tuning_size": tuning_size,
+                },
+                "model": {"kind": kind, "encoding_dim": dim},
+                "train_basic": batch,
+                "train_denoise": batch,
+                "evaluate": {
+                    "n_examples": shown,
+                    "robustness_size": min(test_size, 6),
+                    "robustness_factors": factors,
+                },
             },
         )
     )
+
+
+def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
+    """One test image (t-SNE and the VAE walk need two points) and codes that are all equal (a
+    collapsed model: scikit-learn's PCA-initialised t-SNE crashes the process on them)."""
+    params = tiny_params(12, 1, 3, dim=4, shown=1, factors=[0.4], kind="vae")
     split, noisy = tiny_split()
     lines = []
     reference = baselines.score_baselines(params, split, noisy, lines.append)
@@ -282,27 +295,36 @@ def test_evaluate_runs_on_a_single_test_image_and_collapsed_codes():
     assert np.isfinite(autoencoders.embed_2d(np.arange(10.0)[:, None], seed=0)).all()
 
 
+def test_a_model_whose_outputs_are_not_numbers_is_refused_before_any_scoring():
+    """NaN weights (a run that diverged) would cost the whole evaluation and end in a library's
+    traceback; it ends in one line naming the model, before anything is computed."""
+    from pipeline.core.errors import DataError
+
+    params = tiny_params(12, 1, 3, dim=4, shown=1, factors=[0.4])
+    split, noisy = tiny_split()
+    encoded = []
+
+    def encode(images):
+        encoded.append(len(images))
+        return np.zeros((len(images), 4), np.float32)
+
+    diverged = autoencoders.Autoencoders(
+        kind="dense",
+        reconstruct=lambda images: np.clip(images, 0, 1),
+        denoise=lambda images: np.where(images > 0.5, np.nan, images),
+        encode_basic=encode,
+        encode_denoiser=encode,
+        decode_basic=lambda codes: np.zeros((len(codes), 784), np.float32),
+    )
+    with pytest.raises(DataError, match=r"^the denoiser outputs NaN or infinite values for 1"):
+        autoencoders.evaluate_autoencoders(params, split, noisy, None, diverged, {})
+    assert encoded == []
+
+
 def test_the_baselines_core_gives_the_same_results_twice():
     """What `dvc repro --force` relies on for data/baselines to come out byte for byte."""
-    from pipeline.core.config import parse_params
-    from tests.conftest import default_params, merge
 
-    params = parse_params(
-        merge(
-            default_params(),
-            {
-                "data": {"train_size": 40, "test_size": 12, "tuning_size": 4},
-                "model": {"encoding_dim": 8},
-                "train_basic": {"batch_size": 8},
-                "train_denoise": {"batch_size": 8},
-                "evaluate": {
-                    "n_examples": 3,
-                    "robustness_size": 6,
-                    "robustness_factors": [0.2, 0.6],
-                },
-            },
-        )
-    )
+    params = tiny_params(40, 12, 4, dim=8, shown=3, factors=[0.2, 0.6])
     split, noisy = tiny_split(40, 12, 4)
     first, again = (baselines.score_baselines(params, split, noisy) for _ in range(2))
     assert (first.table, first.robustness, first.probe_accuracy, first.noisy_input) == (
@@ -356,3 +378,41 @@ def test_probes_score_the_same_side_by_side_and_one_after_another(monkeypatch):
     monkeypatch.setattr(probe, "usable_cores", lambda: 1)
     assert probe.probe_accuracies(features, labels, labels) == side_by_side
     assert side_by_side["apart"] > side_by_side["close"]
+
+
+KILLED_MID_PROBE = """
+import sys, time
+import numpy as np
+from pipeline.evaluation import probe
+rng = np.random.default_rng(0)
+features = rng.random((20000, 300))
+labels = rng.integers(0, 10, 20000)
+pairs = {"a": (features, features[:100]), "b": (features, features[:100])}
+with probe.probes_started(pairs, labels, labels[:100]) as scores:
+    print("probing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_stage_killed_outright_mid_probe_leaves_no_process_behind(monkeypatch):
+    """SIGKILL gives the stage no chance to end its probe workers: they must die with it,
+    busy or not, and the resource tracker with them."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    stage = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_PROBE],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOKY_MAX_CPU_COUNT": "2"},
+    )
+    assert stage.stdout.readline() == "probing\n"
+    helpers = psutil.Process(stage.pid).children(recursive=True)
+    assert len(helpers) >= 2  # the workers (and multiprocessing's resource tracker)
+    stage.kill()
+    stage.wait()
+    _, alive = psutil.wait_procs(helpers, timeout=120)
+    assert alive == []

@@ -2,6 +2,7 @@
 through MLflow's pyfunc interface, in a fresh process that cannot import `pipeline`."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.modelling import architectures, model_files
-from pipeline.tracking.runs import StageRun
+from pipeline.tracking.runs import RunLogger
 
 # Run in a fresh process: `pipeline` cannot be imported, as on a machine without this project.
 LOAD_ELSEWHERE = """
@@ -42,7 +43,8 @@ def test_every_kind_of_logged_model_loads_and_predicts_without_the_project(tmp_p
         model_files.save_model(model, path)
         expected[kind] = architectures.predict(model, images)
         with mlflow.start_run() as run:
-            StageRun(mlflow, run.info.run_id, {}).log_model_file(path, images, expected[kind])
+            logger = RunLogger(mlflow, store, "", run.info.run_id, {})
+            logger.log_model_file(path, images, expected[kind])
         [logged] = mlflow.search_logged_models(
             filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
         )
@@ -69,3 +71,26 @@ def test_every_kind_of_logged_model_loads_and_predicts_without_the_project(tmp_p
     outputs = json.loads(result.stdout.strip().splitlines()[-1])
     for kind in architectures.KINDS:
         np.testing.assert_allclose(np.array(outputs[kind]), expected[kind], atol=1e-6)
+
+
+def test_the_served_model_refuses_what_is_not_an_image_in_one_message():
+    """What MLflow's scoring server answers with HTTP 400 (INVALID_PARAMETER_VALUE): NaN, pixels
+    scaled 0-255, the wrong number of pixels."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.modelling.served import checked_images
+
+    good = np.full((2, 784), 0.5, np.float32)
+    np.testing.assert_array_equal(checked_images(good.tolist()), good)
+    nan, bright = good.copy(), good.copy()
+    nan[1, 3] = np.nan
+    bright[0, 0] = 255.0
+    for given, problem in (
+        (nan, "1 image(s), the first at row 1, hold NaN or infinite pixels"),
+        (bright, "the first at row 0, hold pixels outside [0, 1]"),
+        (good[:, :100], "200 values, not a multiple of 784"),
+        ([["a"] * 784], "not an array of numbers"),
+    ):
+        with pytest.raises(MlflowException, match=re.escape(problem)) as caught:
+            checked_images(given)
+        assert caught.value.get_http_status_code() == 400

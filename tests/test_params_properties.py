@@ -97,7 +97,11 @@ def params_from_the_schema(draw, valid: bool = False) -> dict:
             },
             "evaluate": {
                 "n_examples": draw(st.integers(1, min(test_size, 20) if valid else 20)),
-                "robustness_factors": draw(st.lists(st.floats(**positive), min_size=1, max_size=3)),
+                "robustness_factors": draw(
+                    st.lists(st.floats(**positive), min_size=1, max_size=3, unique=True).map(sorted)
+                    if valid
+                    else st.lists(st.floats(**positive), min_size=1, max_size=3)
+                ),
                 "robustness_size": draw(st.integers(1, 30)),
             },
         },

@@ -1,7 +1,5 @@
 """The registry's champion rule, per benchmark, against an in-memory registry."""
 
-import contextlib
-
 import pytest
 
 from pipeline.core.config import parse_params
@@ -102,108 +100,165 @@ def test_with_replicates_the_interval_of_the_gain_decides_not_the_margin():
     assert not lower.promote and "scores below the champion itself" in lower.reason
 
 
-class Version:
-    def __init__(self, version, tags):
-        self.version, self.tags = version, tags
+def test_a_model_no_better_than_its_noisy_input_never_takes_the_alias():
+    """Doing nothing scores the noisy input's PSNR; a model below it is not a denoiser, even
+    when the benchmark has no champion yet."""
+    worse = Candidate("m", "x", 7.66, "g", "c", "noise0_4-seed1-test10000-v2", {}, floor=10.88)
+    decision = registry.decide(worse, None)
+    assert not decision.promote
+    assert "7.6600 dB, not above the noisy input itself (10.8800 dB" in decision.reason
+    better = Candidate("m", "x", 11.0, "g", "c", "noise0_4-seed1-test10000-v2", {}, floor=10.88)
+    assert registry.decide(better, None).reason == "no champion yet"
 
 
-class Registry:
-    """What `registry.register` asks of MLflow's client, in memory."""
+# The registry against a real MLflow store (SQLite, in a temporary directory).
 
-    def __init__(self, champion=None):
-        self.champion = champion
-        self.aliases = {}
-
-    def get_model_version_by_alias(self, name, alias):
-        import mlflow
-
-        if self.champion is None:
-            raise mlflow.exceptions.MlflowException("no such alias")
-        return self.champion
-
-    def set_registered_model_alias(self, name, alias, version):
-        self.aliases[alias] = version
-
-    def search_runs(self, *args, **kwargs):
-        return []  # no replicates
-
-    def search_model_versions(self, query):
-        return []
-
-
-class Runs:
-    experiment_id = "1"
-
-    def __init__(self, client):
-        self.client = client
-
-    def producing(self, path, md5):
-        run = {"run_id": "r1", "git_commit": "abc", "git_dirty": "false", "dvc_experiment": ""}
-        return [run]
-
-    def logged_model(self, run_id):
-        return type("Logged", (), {"model_uri": "models:/m-1"})()
+BENCHMARK = "noise0_4-seed1-test10000-v2"
+ALIAS = f"champion-{BENCHMARK}"
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    calls = []
-
-    def register_model(uri, name, tags):
-        calls.append((uri, name, tags))
-        return Version("7", tags)
-
+def store(tmp_path, monkeypatch):
     import mlflow
 
-    monkeypatch.setattr(mlflow, "register_model", register_model)
-    monkeypatch.setattr(registry, "store_lock", contextlib.nullcontext)
-    return calls
+    from pipeline.tracking.finder import RunFinder
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("autoencoder")
+    return RunFinder(client, experiment, uri)
 
 
-CANDIDATE = candidate(score=19.4 + SPREAD + 0.01)
+def trained(store, md5: str) -> None:
+    """A training run that logged the model file with this md5, as train_denoise does."""
+    import mlflow
+
+    tags = {"dvc.out.models/denoise.keras": md5, "git.commit": "abc", "dvc.stage": "train_denoise"}
+    with mlflow.start_run(experiment_id=store.experiment_id, tags=tags):
+        mlflow.create_external_model(name="denoise")
 
 
-def test_a_better_candidate_takes_the_alias(registered):
-    client = Registry(
-        Version(
-            "3",
-            {
-                registry.SCORE: "19.4",
-                "aepipe.replicate_group": "g-old",
-                "aepipe.training_code": "c1",
-            },
+def scored(md5: str, score: float, benchmark: str = BENCHMARK, group: str = "g") -> Candidate:
+    return Candidate("models/denoise.keras", md5, score, group, "c1", benchmark, {}, floor=10.0)
+
+
+def versions(store) -> dict[str, dict[str, str]]:
+    found = store.client.search_model_versions(f"name = '{registry.MODEL_NAME}'")
+    return {str(v.version): v.tags for v in found}
+
+
+def champion(store, alias: str = ALIAS) -> str:
+    return str(store.client.get_model_version_by_alias(registry.MODEL_NAME, alias).version)
+
+
+def test_the_first_model_of_a_benchmark_becomes_its_champion_and_its_decision_is_kept(store):
+    trained(store, "a" * 32)
+    outcome = registry.register(store, scored("a" * 32, 19.4), ALIAS)
+    assert outcome.startswith("aepipe-denoiser version 1 (denoiser_on_noisy.psnr 19.4000) is now")
+    assert champion(store) == "1"
+    tags = versions(store)["1"]
+    assert tags["aepipe.decision"] == "promoted: no champion yet"
+    assert tags["aepipe.benchmark"] == BENCHMARK and tags["denoiser_on_noisy.psnr"] == "19.4"
+
+
+def test_one_model_file_on_two_benchmarks_is_two_versions_each_with_its_own_score(store):
+    """The same file scored on 200 and then on 100 test images: the second benchmark's champion
+    and its gain are measured against that benchmark's scores only."""
+    other = "noise0_4-seed1-test100-v2"
+    trained(store, "a" * 32)
+    trained(store, "b" * 32)
+    registry.register(store, scored("a" * 32, 19.0, BENCHMARK), ALIAS)
+    registry.register(store, scored("a" * 32, 19.9, other), f"champion-{other}")
+    outcome = registry.register(store, scored("b" * 32, 20.17, other, "g2"), f"champion-{other}")
+    found = versions(store)
+    assert [found[v]["aepipe.benchmark"] for v in ("1", "2", "3")] == [BENCHMARK, other, other]
+    assert [found[v]["denoiser_on_noisy.psnr"] for v in ("1", "2")] == ["19.0", "19.9"]
+    assert (
+        "gain +0.2700 dB over one seed" in outcome and champion(store, f"champion-{other}") == "3"
+    )
+    # Registered again on a benchmark it has: the same version, decided again.
+    again = registry.register(store, scored("a" * 32, 19.9, other), f"champion-{other}")
+    assert again.startswith("aepipe-denoiser version 2 ") and len(versions(store)) == 3
+
+
+def test_a_champion_tag_that_is_not_a_finite_number_is_named_not_trusted(store):
+    trained(store, "a" * 32)
+    trained(store, "b" * 32)
+    registry.register(store, scored("a" * 32, 19.0), ALIAS)
+    store.client.set_model_version_tag(registry.MODEL_NAME, "1", registry.SCORE, "nan")
+    outcome = registry.register(store, scored("b" * 32, 25.0, group="g2"), ALIAS)
+    assert "the champion, version 1, has no denoiser_on_noisy.psnr on this benchmark" in outcome
+    assert champion(store) == "1"
+
+
+def test_a_register_waits_for_the_decision_on_an_earlier_version_of_its_benchmark(store):
+    """Two registers racing (as on one tracking server): version 1, the worse model, was
+    registered first and its register has not decided yet, seeing no champion. The register of
+    version 2 must not decide before it: it waits, then measures its gain against version 1.
+    Deciding at once, it would see no champion, and the first register's late decision (from
+    its stale view) would then crown the worse model."""
+    import threading
+    import time
+
+    import psutil
+
+    from pipeline.core import processes
+
+    trained(store, "a" * 32)
+    trained(store, "b" * 32)
+    client = store.client
+    client.create_registered_model(registry.MODEL_NAME)
+    mine = processes.process_identity(psutil.Process())  # alive: not an abandoned register
+    client.create_model_version(
+        registry.MODEL_NAME,
+        store.logged_model(
+            store.producing("models/denoise.keras", "a" * 32)[0]["run_id"]
+        ).model_uri,
+        tags={
+            "aepipe.benchmark": BENCHMARK,
+            "aepipe.decision": f"pending {mine} {time.time():.0f}",
+            "dvc.out.models/denoise.keras": "a" * 32,
+            registry.SCORE: "19.0",
+        },
+    )
+    waiting, outcome = threading.Event(), []
+    second = threading.Thread(
+        target=lambda: outcome.append(
+            registry.register(
+                store, scored("b" * 32, 19.8, group="g2"), ALIAS, lambda _: waiting.set()
+            )
         )
     )
-    outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
-    assert outcome.startswith(
-        f"aepipe-denoiser version 7 (denoiser_on_noisy.psnr {CANDIDATE.score:.4f}, was 19.4000) "
-        "is now @champion-x: gain"
+    second.start()
+    assert waiting.wait(600), "the second register never waited"
+    # The first register decides now, from the view it had: no champion yet.
+    client.set_registered_model_alias(registry.MODEL_NAME, ALIAS, "1")
+    client.set_model_version_tag(registry.MODEL_NAME, "1", "aepipe.decision", "promoted")
+    second.join(600)
+    assert outcome and "(denoiser_on_noisy.psnr 19.8000, was 19.0000) is now @" in outcome[0]
+    assert champion(store) == "2"
+
+
+def test_a_version_left_pending_by_a_register_that_died_is_not_waited_for(store):
+    import subprocess
+    import sys
+
+    import psutil
+
+    from pipeline.core import processes
+
+    trained(store, "a" * 32)
+    trained(store, "b" * 32)
+    registry.register(store, scored("a" * 32, 19.0), ALIAS)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = processes.process_identity(psutil.Process(dead.pid))
+    dead.wait()
+    store.client.set_model_version_tag(
+        registry.MODEL_NAME, "1", "aepipe.decision", f"pending {identity} 0"
     )
-    assert client.aliases == {"champion-x": "7"}
-    [(uri, _, tags)] = registered
-    assert uri == "models:/m-1" and tags["dvc.out.models/denoise.keras"] == "md5abc"
-    assert tags["aepipe.replicate_group"] == "g-new"
-
-
-def test_a_rerun_with_another_seed_is_registered_without_the_alias(registered):
-    client = Registry(
-        Version(
-            "3",
-            {
-                registry.SCORE: "19.4",
-                "aepipe.replicate_group": "g-new",
-                "aepipe.training_code": "c1",
-            },
-        )
-    )
-    outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
-    assert outcome.startswith("aepipe-denoiser version 7 (denoiser_on_noisy.psnr")
-    assert "registered without @champion-x (version 3, 19.4000): same configuration" in outcome
-    assert client.aliases == {} and len(registered) == 1
-
-
-def test_a_champion_without_a_score_tag_is_named_not_a_crash(registered):
-    client = Registry(Version("3", {}))
-    outcome = registry.register(Runs(client), CANDIDATE, "champion-x")
-    assert "version 3, has no readable denoiser_on_noisy.psnr tag" in outcome
-    assert client.aliases == {} and registered == []
+    outcome = registry.register(store, scored("b" * 32, 19.8, group="g2"), ALIAS)
+    assert "is now @" in outcome
+    assert versions(store)["1"]["aepipe.decision"].startswith("abandoned")

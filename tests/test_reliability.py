@@ -22,6 +22,7 @@ from tests.conftest import (
     pipeline_env,
     run,
     runs_of,
+    start_and_wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -41,25 +42,6 @@ def repo(tmp_path_factory) -> Path:
     )
     run(["dvc", "repro", "noise"], repo)
     return repo
-
-
-def start_and_wait_for(command: list[str], repo: Path, line_start: str) -> subprocess.Popen:
-    """Start `command`; return once it has printed a line starting with `line_start`."""
-    process = subprocess.Popen(
-        command,
-        cwd=repo,
-        env=pipeline_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if line.startswith(line_start):
-            return process
-    process.wait()
-    raise AssertionError(f"never printed {line_start!r}:\n{''.join(seen)[-3000:]}")
 
 
 def training_process(parent: subprocess.Popen) -> psutil.Process:
@@ -178,3 +160,29 @@ def test_two_workers_train_like_one(repo):
     runs = runs_of(repo, "train_basic")
     assert len(runs) == runs_before + 1  # only the chief logs
     assert runs[-1].data.params["distribute.strategy"] == "multi_worker"
+
+
+def test_sigkill_of_a_multi_worker_launcher_takes_its_workers_with_it(repo):
+    """Its workers must not train on, re-parented to init, and write a model a minute later."""
+    with restored_params(repo):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["distribute"] = {"strategy": "multi_worker", "workers": 2}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        dvc = start_and_wait_for(
+            ["dvc", "repro", "--single-item", "train_basic"], repo, "train_basic: epoch 1/"
+        )
+        trainers = [
+            child
+            for child in psutil.Process(dvc.pid).children(recursive=True)
+            if "pipeline.stages.train" in child.cmdline()
+        ]
+        [launcher] = [p for p in trainers if p.ppid() not in {t.pid for t in trainers}]
+        workers = [p for p in trainers if p is not launcher]
+        assert len(workers) == 2
+        launcher.kill()
+        _, alive = psutil.wait_procs(workers, timeout=120)  # killed with it, not trained on
+        assert alive == []
+        dvc.communicate(timeout=120)
+        assert dvc.returncode != 0
+        assert not (repo / "models/basic.keras").exists()  # DVC removed it; nobody wrote it
+    run(["dvc", "checkout", "--force", "train_basic"], repo)

@@ -169,8 +169,10 @@ def test_replicate_refuses_bad_params_before_queueing_anything(tmp_path, monkeyp
     queued = []
     monkeypatch.setattr(experiments.subprocess, "run", lambda cmd, **kw: queued.append(cmd))
     for assignments, message in (
-        (["train_basic.learning_rat=0.1"], "no key 'train_basic.learning_rat'"),
+        (["train_basic.learning_rat=0.1"], "Could not override 'train_basic.learning_rat'"),
         (["train_basic.learning_rate=abc"], "expected a number"),
+        (["train_basic.epochs=1e3"], "train_basic.epochs = 1000.0"),  # a float, as DVC writes
+        (["train_basic.learning_rate=0.001,0.002"], "a list of values is a sweep"),
         (["seed=3"], "the seeds are given with --seeds"),
         (["data.train_size=10", "train_basic.batch_size=64"], "must not exceed"),
     ):
@@ -213,11 +215,35 @@ def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
     failing.add("late-seed2")  # DVC refuses the second: the first is taken back
     with pytest.raises(PipelineError, match="refused; nothing queued"):
         experiments.queue_replicates(tmp_path, [1, 2], [], "late")
-    assert queued[-1] == ["dvc", "queue", "remove", "late-seed1"]
+    assert queued[-2:] == [["dvc", "queue", "remove", f"late-seed{s}"] for s in (1, 2)]
     assert queued[1] == [
         "dvc", "exp", "run", "--queue", "--name", names[1],
         "-S", "seed=1", "-S", "train_basic.learning_rate=0.002",
     ]  # fmt: skip
+
+
+def test_ctrl_c_while_replicates_are_queued_takes_back_every_one(tmp_path, monkeypatch):
+    """All or nothing also when interrupted: the one being queued may or may not have been."""
+    import subprocess
+
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params()))
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        if cmd[:2] == ["git", "for-each-ref"] or cmd[:3] == ["dvc", "queue", "status"]:
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        if "cut-seed1" in cmd and cmd[:3] == ["dvc", "exp", "run"]:
+            raise KeyboardInterrupt
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.queue_replicates(tmp_path, [0, 1, 2], [], "cut")
+    removed = [cmd[-1] for cmd in calls if cmd[:3] == ["dvc", "queue", "remove"]]
+    assert removed == ["cut-seed0", "cut-seed1"]
 
 
 def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkeypatch):

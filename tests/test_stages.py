@@ -1,7 +1,6 @@
 """The thin stage shells: what they hand to other processes and files."""
 
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -19,18 +18,41 @@ def test_multi_worker_training_relaunches_the_stage_with_its_own_arguments(monke
     monkeypatch.setattr(sys, "argv", ["aepipe", "--params", "elsewhere.yaml", "fetch"])
     launched = []
 
-    def launch(command, workers):
-        params_file = Path(command[command.index("--params") + 1])
-        launched.append((command, workers, load_params(params_file)))
+    def launch(command, workers, params_text):
+        with train.workers.params_file(params_text) as (path, _):
+            launched.append((command, workers, load_params(path)))
         return 0
 
     monkeypatch.setattr(train.workers, "launch", launch)
     train.launch_workers(params, train.DENOISE)
     [(command, workers, seen)] = launched
-    assert command[:3] == [sys.executable, "-m", "pipeline.stages.train"]
-    assert command[-1] == "denoise" and workers == 3
-    assert seen == params
-    assert not Path(command[command.index("--params") + 1]).exists()  # removed afterwards
+    assert command == [sys.executable, "-m", "pipeline.stages.train", "denoise"]
+    assert workers == 3 and seen == params
+
+
+WORKER = """
+import json, os, pathlib, sys, time
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+params = pathlib.Path(sys.argv[sys.argv.index("--params") + 1]).read_text()
+pathlib.Path(sys.argv[1]).joinpath(f"worker{index}").write_text(params)
+if index == 1:
+    sys.exit(3)
+time.sleep(600)
+"""
+
+
+def test_a_failing_worker_ends_the_others_and_its_status_is_the_launchers(tmp_path):
+    """The chief would otherwise wait forever for the failed worker's share of a gradient sum.
+    Each worker read the params it was given, from a file that is gone afterwards."""
+    import psutil
+
+    def workers():
+        return [p for p in psutil.Process().children() if str(tmp_path) in p.cmdline()]
+
+    status = train.workers.launch([sys.executable, "-c", WORKER, str(tmp_path)], 2, "seed: 7\n")
+    assert status == 3
+    assert [(tmp_path / f"worker{i}").read_text() for i in (0, 1)] == ["seed: 7\n"] * 2
+    assert workers() == []
 
 
 def test_the_worker_params_are_a_faithful_copy():

@@ -1,7 +1,9 @@
+import os
 from pathlib import Path
 
 import pytest
 
+from pipeline.core import processes
 from pipeline.core.errors import TrackingError
 from pipeline.core.paths import repository_root
 from pipeline.tracking import provenance, store
@@ -61,13 +63,13 @@ def test_pipeline_run_id_is_shared_below_one_dvc_process(monkeypatch):
             return chain
 
     monkeypatch.delenv("AEPIPE_PIPELINE_RUN", raising=False)
-    monkeypatch.setattr(provenance.psutil, "Process", Me)
-    first = provenance.pipeline_run_id()
-    assert first == provenance.pipeline_run_id()
+    monkeypatch.setattr(processes.psutil, "Process", Me)
+    first = processes.pipeline_run_id()
+    assert first == processes.pipeline_run_id()
     chain[1] = Proc(11, ["/venv/bin/python", "/venv/bin/dvc", "repro"])
-    assert provenance.pipeline_run_id() != first
+    assert processes.pipeline_run_id() != first
     monkeypatch.setenv("AEPIPE_PIPELINE_RUN", "fixed")
-    assert provenance.pipeline_run_id() == "fixed"
+    assert processes.pipeline_run_id() == "fixed"
 
 
 def test_git_state_ignores_pipeline_outputs(tmp_path):
@@ -113,9 +115,9 @@ def test_runs_whose_process_died_are_marked_killed_and_no_others(tmp_path, monke
     client = mlflow.MlflowClient()
     experiment = client.create_experiment("autoencoder")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_identity = provenance.process_identity(psutil.Process(dead.pid))
+    dead_identity = processes.process_identity(psutil.Process(dead.pid))
     dead.wait()
-    alive_identity = provenance.process_identity(psutil.Process())
+    alive_identity = processes.process_identity(psutil.Process())
     here, elsewhere = str(tmp_path), "/some/other/repository"
 
     def running(identity, repository):
@@ -225,11 +227,25 @@ def _stage_runs(uri):
     }
 
 
+def recorders_ended() -> None:
+    """Wait until the recorder processes this test started have exited (each ends its run, then
+    leaves, without a deadline the test could miss on a loaded machine)."""
+    import psutil
+
+    mine = [
+        child
+        for child in psutil.Process().children()
+        if "pipeline.tracking.recorder" in " ".join(child.cmdline())
+    ]
+    _, alive = psutil.wait_procs(mine, timeout=600)
+    assert not alive
+
+
 def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(tmp_path, monkeypatch):
-    from pipeline.tracking.recorder import recorded_run
+    from pipeline.tracking.recorder import recording
 
     uri = _recorder_store(tmp_path, monkeypatch)
-    with recorded_run("evaluate", _stage_tags(tmp_path), "a diff") as run:
+    with recording("evaluate", _stage_tags(tmp_path), "a diff") as run:
         assert run.input_md5s == {"data/x.npy": "d41d8cd98f00b204e9800998ecf8427e"}
         run.log_params({"seed": 3})
         for step in (1, 2):
@@ -245,29 +261,62 @@ def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(tmp_path, mon
     assert stage.data.tags["mlflow.parentRunId"] == pipeline.info.run_id
     assert pipeline.data.tags["aepipe.process"] == "host:1:1.0"
     assert "aepipe.pipeline_process" not in stage.data.tags
+    assert stage.data.tags["aepipe.recorder"].count(":") == 2
 
 
 @pytest.mark.parametrize(
     ("error", "status"), [(ValueError("stage bug"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )
 def test_the_recorder_ends_the_run_as_the_stage_ended(tmp_path, monkeypatch, error, status):
-    from pipeline.tracking.recorder import recorded_run
+    from pipeline.tracking.recorder import recording
 
     uri = _recorder_store(tmp_path, monkeypatch)
-    with pytest.raises(type(error)), recorded_run("evaluate", _stage_tags(tmp_path), None) as run:
+    with pytest.raises(type(error)), recording("evaluate", _stage_tags(tmp_path), None) as run:
         run.log_params({"seed": 3})
         raise error
+    recorders_ended()
+    runs = _stage_runs(uri)
+    assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == (status, status)
+    assert runs["evaluate"].data.params == {"seed": "3"}
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(ValueError("stage bug"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_a_stage_that_ends_before_its_run_opens_still_gets_its_status(
+    tmp_path, monkeypatch, error, status
+):
+    """The race of a busy machine, made certain: the store stays locked until the stage has
+    failed and stopped waiting for its recorder. The run still opens, and ends as the stage
+    ended, not KILLED for want of an answer."""
+    from filelock import FileLock
+
+    from pipeline.tracking import recorder
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    monkeypatch.setattr(recorder, "GRACE_S", 0.1)
+    store = FileLock(tmp_path / ".aepipe" / "mlflow.lock")
+    (tmp_path / ".aepipe").mkdir()
+    with store:
+        with (
+            pytest.raises(type(error)),
+            recorder.recording("evaluate", _stage_tags(tmp_path), None) as run,
+        ):
+            run.log_params({"seed": 3})
+            raise error
+        assert not (tmp_path / "mlflow.db").exists() or not _stage_runs(uri).get("evaluate")
+    recorders_ended()
     runs = _stage_runs(uri)
     assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == (status, status)
 
 
 def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(tmp_path, monkeypatch):
-    from pipeline.tracking.recorder import recorded_run
+    from pipeline.tracking.recorder import recording
 
     uri = _recorder_store(tmp_path, monkeypatch)
     with (
         pytest.raises(TrackingError, match=r"MLflow logging failed: .*no-such-file"),
-        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+        recording("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.log_artifact(tmp_path / "no-such-file")
         run.log_params({"seed": 3})  # not logged: the run has failed
@@ -277,14 +326,14 @@ def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(tmp_path, mon
 
 
 def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path, monkeypatch):
-    from pipeline.tracking.recorder import recorded_run
+    from pipeline.tracking.recorder import recording
 
     _recorder_store(tmp_path, monkeypatch)
     (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     worked = []
     with (
         pytest.raises(TrackingError, match=r"mlflow\.db is unusable"),
-        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+        recording("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.confirm()
         worked.append(True)
@@ -292,22 +341,24 @@ def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path,
 
 
 def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch):
-    import multiprocessing
+    import psutil
 
     from pipeline.core.errors import PipelineError
-    from pipeline.tracking.recorder import RECORDER_GONE, recorded_run
+    from pipeline.tracking.recorder import RECORDER_GONE, recording
 
     _recorder_store(tmp_path, monkeypatch)
     with (
         pytest.raises(PipelineError, match=RECORDER_GONE),
-        recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+        recording("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.confirm()
         (helper,) = [  # the recorder this test started
-            child for child in multiprocessing.active_children() if child.name == "mlflow-evaluate"
+            child
+            for child in psutil.Process().children()
+            if "pipeline.tracking.recorder" in " ".join(child.cmdline())
         ]
         helper.kill()
-        helper.join()
+        helper.wait()
         run.log_params({"seed": 3})
 
 
@@ -315,39 +366,152 @@ def test_ctrl_c_while_the_last_calls_are_logged_ends_the_run_killed(tmp_path, mo
     from pipeline.tracking import recorder
 
     uri = _recorder_store(tmp_path, monkeypatch)
-    waited = recorder.RecordedRun._reply
+    waited = recorder.StageRun._reply
 
     def interrupted(self, patience, *kinds):
         if kinds == (recorder.FLUSHED,):  # Ctrl-C while the stage waits for its last calls
             raise KeyboardInterrupt
         return waited(self, patience, *kinds)
 
-    monkeypatch.setattr(recorder.RecordedRun, "_reply", interrupted)
+    monkeypatch.setattr(recorder.StageRun, "_reply", interrupted)
     with (
         pytest.raises(KeyboardInterrupt),
-        recorder.recorded_run("evaluate", _stage_tags(tmp_path), None) as run,
+        recorder.recording("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.log_params({"seed": 3})
+    recorders_ended()
     runs = _stage_runs(uri)
     assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == ("KILLED", "KILLED")
 
 
 def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(tmp_path, monkeypatch):
-    import multiprocessing
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
 
     from pipeline.tracking import recorder
 
     uri = _recorder_store(tmp_path, monkeypatch)
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    helper = context.Process(
-        target=recorder.serve, args=(theirs, "evaluate", _stage_tags(tmp_path), None)
+    ours, theirs = socket.socketpair()
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.tracking.recorder", str(theirs.fileno()), "1"],
+        pass_fds=(theirs.fileno(),),
     )
-    helper.start()
     theirs.close()
-    ours.close()  # the stage is gone before the recorder could say the run is open
-    helper.join(120)
-    assert helper.exitcode == 0
+    connection = Connection(ours.detach())
+    connection.send(("evaluate", _stage_tags(tmp_path), None))
+    connection.close()  # the stage is gone before the recorder could say the run is open
+    assert helper.wait(600) == 0
     stage = _stage_runs(uri)["evaluate"]
     assert stage.info.status == "KILLED"
     assert stage.data.tags["aepipe.ended_by"] == recorder.STAGE_DIED
+
+
+def test_verify_names_runs_left_running_by_a_process_that_has_ended(tmp_path, monkeypatch):
+    """When every stage comes from DVC's run cache no stage sweeps them; verify must not then
+    report that all is well."""
+    import subprocess
+    import sys
+
+    import mlflow
+    import psutil
+
+    from pipeline.audit.verify import check_running
+    from pipeline.tracking.finder import RunFinder
+    from pipeline.tracking.tags import TAG_PROCESS, TAG_REPOSITORY
+
+    uri = _recorder_store(tmp_path, monkeypatch)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("autoencoder")
+    runs = RunFinder(client, experiment, uri)
+    assert [finding.ok for finding in check_running(runs)] == [True]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = processes.process_identity(psutil.Process(dead.pid))
+    dead.wait()
+    tags = {TAG_PROCESS: identity, TAG_REPOSITORY: str(tmp_path), "dvc.stage": "evaluate"}
+    orphan = client.create_run(experiment, tags=tags).info.run_id
+    [finding] = check_running(runs)
+    assert not finding.ok and finding.subject == f"MLflow run {orphan} (evaluate)"
+    assert "`aepipe validate` marks it KILLED" in finding.message
+
+
+def mlflow_server(root, port: int):
+    """`mlflow server` on a SQLite store in `root`, answering on `port` (this test's own)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    while True:
+        assert server.poll() is None, "mlflow server exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            time.sleep(0.5)
+
+
+def stop_server(server) -> None:
+    import signal
+
+    os.killpg(server.pid, signal.SIGTERM)  # the group this test started
+    server.wait(120)
+
+
+def test_a_server_that_stops_mid_stage_fails_it_in_one_line_and_its_runs_end_later(
+    tmp_path, monkeypatch
+):
+    """The stage gives up after a few quick retries (not MLflow's 4 minutes) with a line that
+    says what happened; its runs, RUNNING on the server, are ended KILLED by the next sweep once
+    the server is back."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from pipeline.core.entry import MLFLOW_PATIENCE
+    from pipeline.tracking import runs
+    from pipeline.tracking.recorder import recording
+    from pipeline.tracking.tags import TAG_PROCESS
+
+    assert int(MLFLOW_PATIENCE["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 3  # what stages use
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the same path, sooner
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # the stage, later SIGKILLed
+    tags = {
+        **_stage_tags(tmp_path),
+        TAG_PROCESS: processes.process_identity(psutil.Process(gone.pid)),
+    }
+    gone.wait()
+    server = mlflow_server(tmp_path, port)
+    try:
+        with (
+            pytest.raises(TrackingError, match=f"MLflow tracking server {uri} stopped answering"),
+            recording("evaluate", tags, None) as run,
+        ):
+            run.confirm()
+            stop_server(server)
+            run.log_params({"seed": 3})
+        recorders_ended()
+        server = mlflow_server(tmp_path, port)
+        before = _stage_runs(uri)
+        assert {r.info.status for r in before.values()} == {"RUNNING"}
+        assert sorted(runs.sweep_orphaned_runs()) == [before["evaluate"].info.run_id]
+        after = _stage_runs(uri)
+        assert {r.info.status for r in after.values()} == {"KILLED"}
+    finally:
+        if server.poll() is None:
+            stop_server(server)

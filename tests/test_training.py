@@ -86,6 +86,19 @@ def test_a_nan_loss_is_caught(monkeypatch):
         trained(epochs=2)
 
 
+def test_a_validation_loss_that_explodes_after_the_last_step_is_caught(monkeypatch):
+    """The epoch's training loss is taken before each step; a last step can still blow the
+    weights up. Nothing is reported (so nothing checkpointed or logged) for that epoch."""
+    monkeypatch.setattr(training.EpochRunner, "validation_loss", lambda self, x, y: 8.7e14)
+    epochs_seen = []
+    with pytest.raises(TrainingDiverged, match=r"diverged: val_loss 8\.7e\+14 in epoch 1"):
+        trained(epochs=2, on_epoch_end=epochs_seen.append)
+    assert epochs_seen == []
+    monkeypatch.setattr(training.EpochRunner, "validation_loss", lambda self, x, y: float("inf"))
+    with pytest.raises(TrainingDiverged, match="val_loss inf in epoch 1"):
+        trained(epochs=1)
+
+
 def test_epoch_order_is_a_function_of_seed_and_epoch():
     order = training.epoch_permutation(0, 3, 50)
     np.testing.assert_array_equal(order, training.epoch_permutation(0, 3, 50))

@@ -50,8 +50,7 @@ def comparison(
         name = row.get("Experiment") or row.get("rev")
         link = "-"
         if runs and row.get(DENOISER):
-            producing = runs.producing(DENOISER, row[DENOISER])
-            link = producing[0]["link"] if producing else "-"
+            link = _training_run_link(runs, row[DENOISER], row.get("Experiment") or "")
         table.append(
             {
                 "experiment": name,
@@ -66,6 +65,20 @@ def comparison(
             }
         )
     return table
+
+
+def _training_run_link(runs: RunFinder, md5: str, experiment: str) -> str:
+    """The run that trained this experiment's denoiser. Experiments that share a model file
+    (their params differ after training) each link their own run; one whose training came from
+    DVC's run cache links the run that made the file, saying for which experiment."""
+    producing = runs.producing(DENOISER, md5)
+    own = [run for run in producing if run["dvc_experiment"] == experiment]
+    if own:
+        return own[0]["link"]
+    if not producing:
+        return "-"
+    made_for = producing[0]["dvc_experiment"] or "a dvc repro"
+    return f"{producing[0]['link']} (trained for {made_for})"
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
@@ -164,15 +177,23 @@ def training_code_paths(root: Path) -> list[str]:
 
 
 def _workspace_ran_with(root: Path, flat: dict[str, Any]) -> bool:
-    """Whether the workspace's outputs were made with its params.yaml (not edited since)."""
+    """Whether the workspace's outputs were made with its params.yaml: every stage in dvc.lock
+    ran with the values params.yaml holds now (an edit not yet run makes its metrics another
+    configuration's)."""
     import yaml
 
     try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text())
-        recorded = lock["stages"]["evaluate"]["params"]["params.yaml"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+        recorded = {
+            key: value
+            for body in stages.values()
+            for key, value in body.get("params", {}).get("params.yaml", {}).items()
+        }
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return False
-    return all(str(flat.get(key)) == str(value) for key, value in recorded.items())
+    return bool(recorded) and all(
+        str(flat.get(key)) == str(value) for key, value in recorded.items()
+    )
 
 
 def _metric_value(value: Any) -> float | None:

@@ -1,24 +1,30 @@
 """`aepipe verify`: re-hash what `dvc.lock` and MLflow claim, and list every mismatch.
 
 Checked: each output recorded in the workspace `dvc.lock` exists with its md5; each stage's
-inputs and params still match what the stage ran on (else its outputs are stale); and for each
+inputs and params still match what the stage ran on (else its outputs are stale); for each
 output logged to MLflow, the newest run that claims it stored exactly those bytes, both the
-`dvc_outputs/` copy and, for models, the file inside the logged MLflow model.
+`dvc_outputs/` copy and, for models, the file inside the logged MLflow model; that the model the
+register stage's receipt names is in the registry on its benchmark; and that no run was left
+RUNNING by a process that has ended.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.audit.lineage import WORKSPACE, LockHistory, StageRecord
+from pipeline.core import paths
 from pipeline.core.config import flatten, read_yaml
 from pipeline.core.errors import ParamsError, one_line
 from pipeline.core.files import dvc_md5
 from pipeline.tracking.finder import RunFinder
+from pipeline.tracking.runs import orphaned_runs
+from pipeline.tracking.store import store_errors
 
 STAGES_LOGGED_TO_MLFLOW = ("train_basic", "train_denoise", "evaluate")
 
@@ -156,6 +162,66 @@ def _check_logged_model(runs: RunFinder, run_id: str, path: str, md5: str) -> Fi
     return Finding(False, subject, f"md5 {stored} differs from {md5} in dvc.lock")
 
 
+def check_registry(root: Path, runs: RunFinder) -> list[Finding]:
+    """The registry holds the model the register stage's receipt says it registered (a version
+    deleted since, or a receipt pulled into a clone whose store never saw the model, are not)."""
+    receipt_file = root / paths.REGISTRY_RECEIPT
+    subject = paths.REGISTRY_RECEIPT.as_posix()
+    try:
+        receipt = json.loads(receipt_file.read_text())
+        model, alias = str(receipt["model"]), str(receipt["alias"])
+        benchmark = str(receipt.get("benchmark") or alias.removeprefix("champion-"))
+        path, md5 = next((k, str(v)) for k, v in receipt.items() if k.endswith(".keras"))
+    except FileNotFoundError:
+        return []  # not registered yet: the dvc.lock checks say whether it should be
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+        return [Finding(False, subject, "not a receipt of the register stage")]
+    query = (
+        f"name = '{model}' and tag.`dvc.out.{path}` = '{md5}' "
+        f"and tag.`aepipe.benchmark` = '{benchmark}'"
+    )
+    if not RunFinder.SAFE_TEXT.fullmatch(f"{model}{path}{md5}{benchmark}"):
+        return [Finding(False, subject, "names a model, file or benchmark no registry holds")]
+    with store_errors(runs.uri):
+        found = runs.client.search_model_versions(query)
+    if not found:
+        return [
+            Finding(
+                False,
+                subject,
+                f"the registry of {runs.uri} has no version of {path} (md5 {md5}) on benchmark "
+                f"{benchmark}: deleted since, or registered in another store; "
+                "`dvc repro --force --single-item register` registers it here",
+            )
+        ]
+    version = min(found, key=lambda v: int(v.version))
+    decision = version.tags.get("aepipe.decision", "")
+    return [
+        Finding(
+            True,
+            subject,
+            f"{model} version {version.version} holds {path} on {benchmark}"
+            + (f" ({decision})" if decision else ""),
+        )
+    ]
+
+
+def check_running(runs: RunFinder) -> list[Finding]:
+    """Runs a killed process left RUNNING (the next stage, or `aepipe validate`, ends them)."""
+    with store_errors(runs.uri):
+        orphans = orphaned_runs(runs.client, runs.experiment_id)
+    if not orphans:
+        return [Finding(True, "MLflow runs", "none left RUNNING by a process that has ended")]
+    return [
+        Finding(
+            False,
+            f"MLflow run {run.info.run_id} ({run.data.tags.get('dvc.stage') or 'pipeline'})",
+            "RUNNING, but the process that ran it has ended; `aepipe validate` marks it KILLED",
+        )
+        for run in orphans
+    ]
+
+
 def verify(root: Path) -> list[Finding]:
     records = [r for r in LockHistory(root).records if r.revision == WORKSPACE]
     if not records:
@@ -177,4 +243,6 @@ def verify(root: Path) -> list[Finding]:
     for record in records:
         if record.stage in STAGES_LOGGED_TO_MLFLOW:
             findings += check_mlflow(record, runs)
+    findings += check_registry(root, runs)
+    findings += check_running(runs)
     return findings

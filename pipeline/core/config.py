@@ -6,6 +6,7 @@ value stops the run with one line naming the key, before TensorFlow is imported 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,13 +114,23 @@ class EvaluateParams(_Section):
         min_length=1,
         max_length=20,
         description="noise factors of the PSNR-against-noise curve",
-        json_schema_extra={"allowed": "1 to 20 numbers, each > 0 and ≤ 5"},
+        json_schema_extra={"allowed": "1 to 20 increasing numbers, each > 0 and ≤ 5"},
     )
     robustness_size: StrictInt = Field(
         ge=1,
         le=MNIST_TEST_IMAGES,
         description="test images per point of that curve (capped at data.test_size)",
     )
+
+    @model_validator(mode="after")
+    def _factors_increase(self) -> EvaluateParams:
+        factors = self.robustness_factors
+        if any(later <= earlier for earlier, later in itertools.pairwise(factors)):
+            raise ValueError(
+                f"evaluate.robustness_factors = {factors}: give each factor once, in increasing "
+                "order (each is one point of a curve)"
+            )
+        return self
 
 
 class Params(_Section):

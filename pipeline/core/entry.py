@@ -8,12 +8,13 @@ terminal closed) end as "interrupted", exit status 130, after the command's own 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.core import interrupts
+from pipeline.core import interrupts, params_guard
 from pipeline.core.config import load_params
 from pipeline.core.errors import PipelineError
 
@@ -21,20 +22,58 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+# MLflow retries a failing request 7 times with a doubling pause (about 4 minutes) and waits 120
+# s for each answer: a tracking server that has stopped would hold a stage that long before its
+# one line. These give up within seconds on a refused connection, within a minute on a server
+# that accepts and never answers; set them in the environment to choose otherwise.
+MLFLOW_PATIENCE = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
 def run_command(name: str, command: Callable[[], int | None]) -> int:
     """Run `command()`; turn what a user can fix into one line, and signals into Ctrl-C."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for variable, value in MLFLOW_PATIENCE.items():
+        os.environ.setdefault(variable, value)
     interrupts.install()
     try:
         status = command()
     except PipelineError as exc:
         print(f"aepipe {name}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user can fix: a bug to see in full
+            raise
+        print(f"aepipe {name}: error: {file_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"aepipe {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return status or 0
+
+
+FILE_ERROR_HINTS = {
+    errno.ENOTDIR: "a file stands where a directory is needed: move it away",
+    errno.EISDIR: "a directory stands where a file is needed: move it away",
+    errno.EEXIST: "something already stands there: move it away",
+    errno.EACCES: "no permission: check the owner and mode of the path and its directories",
+    errno.EPERM: "not permitted: check the owner and mode of the path and its directories",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.ENOENT: "a directory on the way does not exist",
+}
+
+
+def file_error(exc: OSError) -> str:
+    """A failed read or write of a path, as one line: the path, what failed, what to do."""
+    where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    reason = exc.strerror or type(exc).__name__
+    hint = FILE_ERROR_HINTS.get(exc.errno or 0)
+    return f"{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
 def _runs_the_code_here() -> None:
@@ -70,6 +109,8 @@ def stage_main(
 
     def command() -> None:
         _runs_the_code_here()
-        run(load_params(args.params), **given)
+        params = load_params(args.params)
+        params_guard.remember(args.params, params)
+        run(params, **given)
 
     return run_command(name, command)

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from pipeline.artifacts.baseline_results import NOISY_INPUT, BaselineResults
 from pipeline.artifacts.history import HistoryRow
 from pipeline.core.config import Params
+from pipeline.core.errors import DataError
 from pipeline.core.progress import Report, scores, silent
 from pipeline.data.images import NoisySplit, Split
 from pipeline.data.noise import at_each_factor
@@ -64,8 +65,8 @@ def evaluate_autoencoders(
     """Both models on the test set, the denoiser among the baselines and against noise strength,
     the probe on their codes, and the figures."""
     x_test = split.x_test
-    reconstructed = models.reconstruct(x_test)
-    denoised = models.denoise(noisy.x_test)
+    reconstructed = finite_outputs("the basic model", models.reconstruct(x_test))
+    denoised = finite_outputs("the denoiser", models.denoise(noisy.x_test))
     metrics = reconstruction_groups(x_test, reconstructed, denoised)
     metrics["noisy_input"] = reference.noisy_input
     ours = metrics["denoiser_on_noisy"]
@@ -112,6 +113,18 @@ def evaluate_autoencoders(
     if models.kind == "vae":
         drawn.update(_vae_figures(params, models, basic_codes[1]))
     return Evaluation(metrics, table, curve, drawn)
+
+
+def finite_outputs(model: str, outputs: np.ndarray) -> np.ndarray:
+    """`outputs`, unless the model's outputs are not numbers (NaN weights, from a run that
+    diverged): every score and figure would be meaningless, so stop before computing any."""
+    bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{model} outputs NaN or infinite values for {int(bad.sum())} of {len(outputs)} "
+            "test images: its training diverged; retrain it with a lower learning rate"
+        )
+    return outputs
 
 
 def _figures(

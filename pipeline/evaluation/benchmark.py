@@ -11,6 +11,7 @@ from pipeline.core.config import Params
 # each image, data range 1, capped at 100 dB, averaged).
 BENCHMARK_VERSION = 2
 SCORE = "denoiser_on_noisy.psnr"
+NOISY_SCORE = "noisy_input.psnr"  # the same score of the noisy input itself: doing nothing
 
 
 def benchmark_name(params: Params) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
+import os
 import signal
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,10 +18,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from pipeline.core import processes
 from pipeline.evaluation.parallel import usable_cores
 
 MAX_ITER = 500
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def probe_accuracy(
@@ -86,7 +86,9 @@ def probes_started(
         yield lambda: dict(zip(features, (probe_accuracy(*a) for a in arguments), strict=True))
         return
     context = multiprocessing.get_context("spawn")  # not fork: BLAS and joblib threads run here
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_tied_to_parent)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_tied_to_parent, initargs=(os.getpid(),)
+    )
     try:
         futures = [pool.submit(probe_accuracy, *a) for a in arguments]
         yield lambda: dict(zip(features, (f.result() for f in futures), strict=True))
@@ -98,10 +100,8 @@ def probes_started(
     pool.shutdown(wait=True)
 
 
-def _tied_to_parent() -> None:
+def _tied_to_parent(stage: int) -> None:
     """In each probe worker: ignore Ctrl-C (the stage handles it and ends the workers), and die
-    with the stage if it is killed outright (Linux), rather than linger."""
+    with the stage if it is killed outright, rather than linger."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    processes.die_with_parent(stage)

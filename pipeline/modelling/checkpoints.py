@@ -72,10 +72,14 @@ class CheckpointDir:
         arrays_name = f"epoch-{rows[-1][0]}.npz"
         with atomic_path(self.directory / arrays_name) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **{f"a{i}": array for i, array in enumerate(arrays)})
-        write_json_atomic(
-            self.state_file,
-            {"key": self.key, "arrays": arrays_name, "rows": rows, "run_id": run_id},
-        )
+        try:
+            write_json_atomic(
+                self.state_file,
+                {"key": self.key, "arrays": arrays_name, "rows": rows, "run_id": run_id},
+            )
+        except BaseException:  # the old pair stays; the arrays no state file names go
+            (self.directory / arrays_name).unlink(missing_ok=True)
+            raise
         for old in self.directory.glob("epoch-*.npz"):
             if old.name != arrays_name:
                 old.unlink()

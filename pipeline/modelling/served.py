@@ -33,8 +33,38 @@ class KerasAutoencoder(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import keras
 
-        images = np.asarray(model_input, dtype=np.float32).reshape(-1, 28 * 28)
+        images = checked_images(model_input)
         return keras.ops.convert_to_numpy(self.model(images, training=False))
+
+
+def checked_images(model_input) -> np.ndarray:
+    """The input as (N, 784) float32 pixels in [0, 1], or an MLflow error that the scoring
+    server answers with HTTP 400 and this message (a NaN would otherwise come back as bare
+    `NaN`, which is not JSON, and an image scaled 0-255 as confident nonsense)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    def refuse(problem: str) -> MlflowException:
+        return MlflowException(
+            f"{problem}; expected flat 28x28 images, 784 pixels each in [0, 1]",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+
+    try:
+        images = np.asarray(model_input, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise refuse("the input is not an array of numbers") from None
+    if images.size == 0 or images.size % 784:
+        raise refuse(f"the input has {images.size} values, not a multiple of 784")
+    images = images.reshape(-1, 784)
+    for rows, problem in (
+        (~np.isfinite(images).all(axis=1), "NaN or infinite pixels"),
+        (((images < 0) | (images > 1)).any(axis=1), "pixels outside [0, 1] (scale 0-255 by 1/255)"),
+    ):
+        if rows.any():
+            first = int(np.flatnonzero(rows)[0])
+            raise refuse(f"{int(rows.sum())} image(s), the first at row {first}, hold {problem}")
+    return images
 
 
 mlflow.models.set_model(KerasAutoencoder())

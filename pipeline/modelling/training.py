@@ -130,11 +130,13 @@ def restore_training_state(model: keras.Model, arrays: list[np.ndarray]) -> None
         variable.assign(value)
 
 
-def check_loss(loss: float, epoch: int, model: keras.Model) -> float:
-    """`loss`, unless training diverged (NaN, inf or beyond any sane value)."""
+def check_loss(loss: float, epoch: int, model: keras.Model, name: str = "loss") -> float:
+    """`loss`, unless training diverged (NaN, inf or beyond any sane value). `name` says which
+    loss: the training loss, or the validation loss (a last step can blow the weights up after
+    the training loss of the epoch was taken)."""
     if not math.isfinite(loss) or loss > LOSS_CEILING:
         raise TrainingDiverged(
-            f"training diverged: loss {loss:.4g} in epoch {epoch} (a sane run stays below "
+            f"training diverged: {name} {loss:.4g} in epoch {epoch} (a sane run stays below "
             f"{LOSS_CEILING:g}); lower the learning rate "
             f"(currently {float(model.optimizer.learning_rate):g})"
         )
@@ -156,7 +158,8 @@ def fit(
     jit_compile: bool = True,
     runner: Any = None,
 ) -> list[EpochResult]:
-    """Train epochs `first_epoch..epochs` (later than 1 when resuming); stop at a NaN/inf loss.
+    """Train epochs `first_epoch..epochs` (later than 1 when resuming); stop, before the epoch is
+    reported, at a NaN, infinite or exploding training or validation loss.
 
     `runner` (default: an `EpochRunner`) trains one epoch in a given order and computes the
     validation loss; `distributed.MultiWorkerRunner` does the same across workers.
@@ -171,7 +174,8 @@ def fit(
         loss = runner.train_epoch(x, y, epoch_permutation(seed, epoch, len(inputs)))
         seconds = time.perf_counter() - started
         check_loss(loss, epoch, model)
-        result = EpochResult(epoch, loss, runner.validation_loss(val_x, val_y), seconds)
+        val_loss = check_loss(runner.validation_loss(val_x, val_y), epoch, model, "val_loss")
+        result = EpochResult(epoch, loss, val_loss, seconds)
         results.append(result)
         if on_epoch_end is not None:
             on_epoch_end(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import urllib.parse
@@ -139,7 +140,10 @@ class Cluster:
             ]
             _run(_as_postgres(initdb), "initdb")
         log = self.pgdata / "server.log"
-        options = f"-c listen_addresses={self.host} -p {self.port} -k {self.pgdata}"
+        # pg_ctl hands these to a shell: quote the socket directory (a path may hold spaces);
+        # PostgreSQL reads it as a list of directories, where double quotes keep one whole.
+        socket_dir = shlex.quote(f'"{self.pgdata}"')
+        options = f"-c listen_addresses={self.host} -p {self.port} -k {socket_dir}"
         _run(
             self._pg_ctl("-l", str(log), "-o", options, "-w", "start"),
             f"starting PostgreSQL on {self.host}:{self.port} (see {log})",

@@ -5,15 +5,27 @@ that failed (and DVC may have reformatted it), `dvc.lock` records the stages tha
 failing stage's outputs are gone (DVC deletes them before running it). Restoring takes the
 committed `params.yaml` and `dvc.lock` and checks out every output they record from DVC's cache.
 Other uncommitted changes (code, README) are left alone.
+
+It never destroys the only copy of a result: an output whose bytes are not in DVC's cache (a
+stage run by hand, or outside DVC) is copied to `.aepipe/saved/<time>/` first, and its path
+printed, before DVC replaces it.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import yaml
+
+from pipeline.core import paths
 from pipeline.core.errors import PipelineError
+from pipeline.core.files import dvc_md5, file_digest
 from pipeline.tracking.provenance import git
+
+SAVED_DIR = paths.STATE_DIR / "saved"
 
 RESTORED = ("params.yaml", "dvc.lock")
 
@@ -35,10 +47,12 @@ def restore(root: Path) -> list[str]:
         if git("ls-tree", "--name-only", "HEAD", "--", name, cwd=root, check=False).strip()
     ]
     changed = git("diff", "--name-only", "HEAD", "--", *committed, cwd=root, check=False).split()
-    done = []
+    done = [
+        f"saved {path} to {copy}: DVC's cache has no copy" for path, copy in save_uncached(root)
+    ]
     if changed:
         git("checkout", "HEAD", "--", *changed, cwd=root)
-        done.append(f"{', '.join(changed)}: back to the last commit")
+        done.append(f"restored {', '.join(changed)}: back to the last commit")
     result = subprocess.run(
         ["dvc", "checkout", "--force"], cwd=root, capture_output=True, text=True, check=False
     )
@@ -47,5 +61,48 @@ def restore(root: Path) -> list[str]:
             f"dvc checkout could not restore every output ({dvc_error(result.stderr)}): "
             "what is not in the DVC cache, `dvc pull` fetches or `dvc repro` remakes"
         )
-    done.append("outputs: as dvc.lock records them (dvc checkout)")
+    done.append("restored outputs: as dvc.lock records them (dvc checkout)")
     return done
+
+
+def _lock_outputs(root: Path) -> dict[str, str]:
+    """Output path -> md5 of every output the committed dvc.lock records (what checkout makes)."""
+    text = git("show", "HEAD:dvc.lock", cwd=root, check=False)
+    try:
+        stages = (yaml.safe_load(text) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return {}
+    return {
+        out["path"]: str(out.get("md5", ""))
+        for body in stages.values()
+        if isinstance(body, dict)
+        for out in body.get("outs", [])
+        if isinstance(out, dict) and "path" in out
+    }
+
+
+def _in_cache(cache, path: Path) -> bool:
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return all(cache.exists(file_digest(file)) for file in files)
+
+
+def save_uncached(root: Path) -> list[tuple[str, Path]]:
+    """Copy aside every output that `dvc checkout` would replace and DVC's cache does not hold;
+    return (output, where its copy is)."""
+    from dvc.repo import Repo
+
+    cache = Repo(str(root)).cache.local
+    saved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name, md5 in _lock_outputs(root).items():
+        path = root / name
+        if not path.exists() or dvc_md5(path) == md5 or _in_cache(cache, path):
+            continue
+        copy = root / SAVED_DIR / stamp / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, copy, symlinks=True)
+        else:
+            shutil.copy2(path, copy)
+        saved.append((name, copy.relative_to(root)))
+    return saved

@@ -18,7 +18,8 @@ from pipeline.core.files import write_csv_atomic, write_json_atomic
 from pipeline.data.images import load_noisy, load_prepared
 from pipeline.evaluation.benchmark import benchmark_name
 from pipeline.evaluation.table import score_lines
-from pipeline.tracking import runs
+from pipeline.tracking.recorder import stage_run
+from pipeline.tracking.runs import workspace_training_code
 from pipeline.tracking.tags import TAG_BENCHMARK, TAG_TRAINING_CODE
 
 TRAINING_STAGES = {"train_basic": "basic", "train_denoise": "denoise"}  # stage -> model file
@@ -61,10 +62,10 @@ def run(params: Params) -> None:
         *(paths.history_file(stage) for stage in TRAINING_STAGES),
     ]
 
-    with runs.stage_run("evaluate", inputs, params) as run:
+    with stage_run("evaluate", inputs, params) as run:
         run.log_params(params.flat())
         tags = {TAG_BENCHMARK: benchmark_name(params)}
-        if code := runs.workspace_training_code():
+        if code := workspace_training_code():
             tags[TAG_TRAINING_CODE] = code
         run.set_tags(tags)
         from pipeline.evaluation import figures

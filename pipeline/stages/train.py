@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,14 @@ import yaml
 
 import pipeline
 from pipeline.artifacts.history import HistoryRow, write_history
-from pipeline.core import paths
+from pipeline.core import params_guard, paths
 from pipeline.core.config import Params, TrainParams
 from pipeline.core.entry import stage_main
-from pipeline.core.errors import DataError, PipelineError
+from pipeline.core.errors import DataError, PipelineError, TrainingDiverged
 from pipeline.data.images import load_noisy, load_prepared
 from pipeline.modelling import workers
 from pipeline.modelling.checkpoints import CheckpointDir, code_digest, fingerprint
-from pipeline.tracking import runs
-from pipeline.tracking.recorder import RecordedRun
+from pipeline.tracking.recorder import StageRun, stage_run
 
 PACKAGE_DIR = Path(pipeline.__file__).parent
 
@@ -86,20 +84,12 @@ def _initial_model(stage: TrainingStage, params: Params, settings: TrainParams):
 def launch_workers(params: Params, stage: TrainingStage) -> None:
     """Run this stage as `distribute.workers` cooperating processes, each given exactly the
     params this process validated (a copy, so an edit of params.yaml meanwhile changes nothing)."""
-    with tempfile.TemporaryDirectory(prefix="aepipe-workers-") as scratch:
-        params_file = Path(scratch) / "params.yaml"
-        params_file.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline.stages.train",
-            "--params",
-            str(params_file),
-            stage.model_name,
-        ]
-        status = workers.launch(command, params.distribute.workers)
+    command = [sys.executable, "-m", "pipeline.stages.train", stage.model_name]
+    text = yaml.safe_dump(params.model_dump(), sort_keys=False)
+    status = workers.launch(command, params.distribute.workers, text)
     if status:
         raise PipelineError(f"{stage.name}: a training worker exited with status {status}")
+    params_guard.unchanged()
 
 
 def run(params: Params, model: str) -> None:
@@ -119,7 +109,7 @@ def run(params: Params, model: str) -> None:
         _train(params, stage, data, strategy, run=None)
         return
 
-    with runs.stage_run(stage.name, _inputs(stage, params), params) as run:
+    with stage_run(stage.name, _inputs(stage, params), params) as run:
         run.log_params(params.flat())
         model, rows, checkpoint = _train(params, stage, data, strategy, run)
         from pipeline.modelling import architectures, model_files
@@ -140,7 +130,7 @@ def _train(
     stage: TrainingStage,
     data: tuple[np.ndarray, ...],
     strategy: Any | None,
-    run: RecordedRun | None,
+    run: StageRun | None,
 ) -> tuple[Any, list[HistoryRow], CheckpointDir | None]:
     """Train (resuming a checkpoint when one process trains); return model, history, checkpoint."""
     from pipeline.modelling import architectures, training  # TensorFlow loads here
@@ -188,17 +178,22 @@ def _train(
         runner = MultiWorkerRunner(strategy, model, settings.batch_size)
     else:
         runner = None
-    training.fit(
-        model,
-        *data,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        seed=params.seed,
-        first_epoch=len(rows) + 1,
-        on_epoch_end=end_of_epoch,
-        jit_compile=architectures.uses_xla(params.model.kind),
-        runner=runner,
-    )
+    try:
+        training.fit(
+            model,
+            *data,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=params.seed,
+            first_epoch=len(rows) + 1,
+            on_epoch_end=end_of_epoch,
+            jit_compile=architectures.uses_xla(params.model.kind),
+            runner=runner,
+        )
+    except TrainingDiverged:
+        if checkpoint:  # the same params would diverge again from it
+            checkpoint.clear()
+        raise
     return model, rows, checkpoint
 
 

@@ -26,6 +26,8 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 class RunFinder:
     """Read-only lookups in the MLflow store; never creates one."""
 
+    SAFE_TEXT = re.compile(r"[\w./@-]+")  # what fits in a search filter as it is
+
     def __init__(self, client: Any, experiment_id: str, uri: str):
         self.client = client
         self.experiment_id = experiment_id

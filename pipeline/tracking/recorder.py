@@ -1,35 +1,53 @@
-"""A stage's MLflow run, kept by a helper process the stage starts.
+"""A stage's MLflow run, kept by a recorder process the stage starts.
 
-MLflow's import and store take about 5 s and TensorFlow's import about 7 s, each on one core. The
-helper opens the run while the stage imports TensorFlow and loads its data, so on two cores the
-two overlap; afterwards logging calls are queued to the helper and do not wait for the store.
+MLflow's import and store take about 5 s and TensorFlow's import 5-7 s, each on one core. The
+recorder (`python -m pipeline.tracking.recorder`, in a session of its own so that Ctrl-C at the
+terminal reaches only the stage) opens the run while the stage imports TensorFlow and loads its
+data; afterwards the stage's logging calls are queued to it and do not wait for the store.
 
-The stage waits for the run to be open (`RecordedRun.confirm`) before its expensive work, so an
-unusable store still fails the stage in seconds, with the store's one-line message. At the end
-the stage waits until every queued call is logged (Ctrl-C still ends the run KILLED then), and
-only then sends the run's status; a logging failure fails the stage. An interrupted stage waits
-at most GRACE_S for its run to be ended, then ends the helper. The helper ignores Ctrl-C (it runs
-in its own session): the stage ends the run KILLED through it. If the stage dies outright, the
-helper sees its pipe close and ends the run KILLED itself; if both die, the next stage's sweep
-does (`runs.end_orphaned_runs`).
+The stage waits for the run to be open (`StageRun.confirm`) before its expensive work, so an
+unusable store still fails the stage in seconds, with the store's one-line message.
+
+How the run ends does not depend on timing. The stage sends the run's status (FINISHED once
+every queued call is logged, FAILED on an error, KILLED on Ctrl-C, SIGTERM or SIGHUP) as the last
+message of its queue, also before the run is open; the recorder logs what came before it, then
+ends the run with that status. A stage that fails or is interrupted waits at most GRACE_S for
+that; the recorder then finishes on its own and leaves at most LINGER_S after its stage is gone
+(a store that does not answer at all). If the stage dies outright (SIGKILL), the recorder sees
+its end of the connection close and ends the run KILLED; if both die, the next stage's sweep does
+(`runs.end_orphaned_runs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pipeline.core import interrupts
+import pipeline
+from pipeline.core import interrupts, processes
 from pipeline.core.errors import PipelineError, TrackingError
+
+if TYPE_CHECKING:
+    from pipeline.core.config import Params
 
 STARTED, FAILED, FLUSHED, ENDED = "started", "failed", "flushed", "ended"  # answers
 END, FLUSH = "end", "flush"
 STAGE_DIED = "its logging process: the stage process ended without ending it"
-# Calls the stage may queue; each is a method of `runs.StageRun`, run in the helper.
+RECORDER_GONE = "the process that logs this stage to MLflow ended unexpectedly"
+RECORDER_SILENT = "the process that logs this stage to MLflow did not answer"
+GRACE_S = 10.0  # how long a failed or interrupted stage waits for its run to be ended
+LINGER_S = 60.0  # how long a recorder may outlive its stage, to end the run it was told to
+# The calls a stage may queue: methods of `runs.RunLogger`, run in the recorder.
 CALLS = frozenset(
     {
         "take_over",
@@ -45,8 +63,9 @@ CALLS = frozenset(
 )
 
 
-class RecordedRun:
-    """The stage's side of the run: each call is queued to the helper and returns at once."""
+class StageRun:
+    """The stage's side of its MLflow run: each logging call is queued to the recorder and
+    returns at once; a call that fails there fails the stage when it ends."""
 
     def __init__(self, connection: Connection, input_md5s: dict[str, str]):
         self._connection = connection
@@ -68,35 +87,59 @@ class RecordedRun:
         assert self._run_id is not None
         return self._run_id
 
-    def __getattr__(self, name: str) -> Any:
-        if name not in CALLS:
-            raise AttributeError(name)
+    def take_over(self, interrupted_run_id: str, epochs_done: int) -> None:
+        """Record that this run resumes an interrupted one, and end that one as KILLED."""
+        self._queue("take_over", interrupted_run_id, epochs_done)
 
-        def queued(*args: Any, **kwargs: Any) -> None:
-            with interrupts.held():  # a message cut in half would garble the rest
-                _send(self._connection, (name, args, kwargs))
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._queue("log_params", params)
 
-        return queued
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._queue("log_metrics", metrics, step=step)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._queue("set_tags", tags)
+
+    def log_metric_tree(self, tree: dict, model_files: dict[str, Path] | None = None) -> None:
+        """The numeric leaves of metrics.json; those under a key of `model_files` also as
+        metrics of the logged model of that file."""
+        self._queue("log_metric_tree", tree, model_files)
+
+    def log_artifact(self, path: Path, directory: str | None = None) -> None:
+        self._queue("log_artifact", path, directory)
+
+    def log_directory(self, directory: Path, artifact_path: str) -> None:
+        self._queue("log_directory", directory, artifact_path)
+
+    def log_model_file(self, model_file: Path, example_inputs: Any, example_outputs: Any) -> None:
+        """The `.keras` file as an MLflow model that serves without this project."""
+        self._queue("log_model_file", model_file, example_inputs, example_outputs)
+
+    def log_outputs(self, outputs: list[Path]) -> None:
+        """Each DVC output's md5 as a tag, and its exact bytes under `dvc_outputs/`."""
+        self._queue("log_outputs", outputs)
 
     def flush(self) -> None:
         """Wait until every queued call is logged (Ctrl-C still interrupts the wait); raise what
         could not be logged."""
         self.confirm()
-        with interrupts.held():
-            _send(self._connection, (FLUSH, (), {}))
+        self._queue(FLUSH)
         _, failure = self._reply(None, FLUSHED)
         if failure:
             raise TrackingError(failure)
 
     def end(self, status: str, patience: float | None = None) -> None:
-        """End the run with `status`; raise what failed. With `patience`, wait at most that
-        many seconds for each answer (a store that hangs must not hold an interrupted stage)."""
+        """Tell the recorder to end the run with `status` once the calls before are logged, and
+        wait for that (with `patience`, at most that many seconds); raise what failed."""
+        self._queue(END, status)
         with interrupts.held():
-            self.confirm(patience)
-            _send(self._connection, (END, (status,), {}))
-            _, failure = self._reply(patience, ENDED)
-        if failure:
-            raise TrackingError(failure)
+            _, value = self._reply(patience, ENDED, FAILED)
+        if value:
+            raise TrackingError(value)
+
+    def _queue(self, name: str, *args: Any, **kwargs: Any) -> None:
+        with interrupts.held():  # a message cut in half would garble the rest
+            _send(self._connection, (name, args, kwargs))
 
     def _reply(self, patience: float | None, *kinds: str) -> tuple[str, Any]:
         """The next answer of one of `kinds` (answers to an abandoned wait are skipped)."""
@@ -108,15 +151,10 @@ class RecordedRun:
                 return kind, value
 
 
-RECORDER_GONE = "the process that logs this stage to MLflow ended unexpectedly"
-RECORDER_SILENT = "the process that logs this stage to MLflow did not answer; ended it"
-GRACE_S = 10.0  # for an interrupted or failed stage's run to be ended
-
-
 def _send(connection: Connection, message: tuple) -> None:
     try:
         connection.send(message)
-    except OSError:  # its end of the pipe closed: it crashed or was killed
+    except OSError:  # its end of the connection closed: it crashed or was killed
         raise PipelineError(RECORDER_GONE) from None
 
 
@@ -128,24 +166,52 @@ def _receive(connection: Connection) -> tuple[str, Any]:
 
 
 @contextlib.contextmanager
-def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[RecordedRun]:
-    """Start the helper that opens `stage`'s run with `tags`; yield the stage's side of it.
+def stage_run(stage: str, inputs: list[Path], params: Params) -> Iterator[StageRun]:
+    """The MLflow run of `stage`, nested under its pipeline run, tagged with lineage; kept by a
+    recorder process, so that opening it overlaps the stage's own start.
 
-    Ends the run FINISHED (once every queued call is logged), FAILED (an exception) or KILLED
-    (Ctrl-C, SIGTERM, SIGHUP, also while the last calls are being logged)."""
+    Ends it FINISHED, FAILED (an exception, or params.yaml changed meanwhile) or KILLED (Ctrl-C,
+    SIGTERM, SIGHUP). Call `confirm()` on the yielded run before expensive work: it raises a
+    store's error.
+    """
+    from pipeline.core import params_guard
+    from pipeline.tracking import provenance, runs
+    from pipeline.tracking.store import configured_uri, ensure_reachable
+
+    uri, _ = configured_uri()
+    ensure_reachable(uri)
+    git = provenance.git_state()
+    tags = runs.lineage_tags(stage, inputs, git, params)
+    tags[runs.TAG_GROUP_PROCESS] = processes.process_identity(processes.pipeline_process())
+    with recording(stage, tags, git.diff) as run:
+        yield run
+        params_guard.unchanged()  # else the run's results are not those of its params
+
+
+@contextlib.contextmanager
+def recording(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[StageRun]:
+    """Start the recorder that opens `stage`'s run with `tags`; yield the stage's side of it;
+    end the run as the block ended."""
     from pipeline.tracking.tags import TAG_DEP, tagged_md5s
 
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    helper = context.Process(
-        target=serve, args=(theirs, stage, tags, diff), name=f"mlflow-{stage}", daemon=False
+    ours, theirs = socket.socketpair()
+    code = os.pathsep.join(
+        [str(Path(pipeline.__file__).parent.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
+    command = [sys.executable, "-m", "pipeline.tracking.recorder", str(theirs.fileno())]
     with interrupts.held():
-        helper.start()
-    theirs.close()
-    run = RecordedRun(ours, tagged_md5s(tags, TAG_DEP))
+        recorder = subprocess.Popen(
+            [*command, str(os.getpid())],
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # Ctrl-C at the terminal is the stage's to handle
+            env={**os.environ, "PYTHONPATH": code},  # this copy of the code
+        )
+        theirs.close()
+        connection = Connection(ours.detach())
+    run = StageRun(connection, tagged_md5s(tags, TAG_DEP))
     status = "FAILED"
     try:
+        _send(connection, (stage, tags, diff))
         yield run
         run.flush()
         status = "FINISHED"
@@ -161,62 +227,98 @@ def recorded_run(stage: str, tags: dict[str, str], diff: str | None) -> Iterator
                     run.end(status, GRACE_S)  # the stage's own error stays the one reported
         finally:
             with interrupts.held():
-                ours.close()
-                helper.join(None if status == "FINISHED" else GRACE_S)
-                if helper.is_alive():  # ours, stuck on a store that does not answer
-                    helper.kill()
-                    helper.join()
+                connection.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                # Not killed if it is still busy: it ends the run with the status it was sent.
+                recorder.wait(None if status == "FINISHED" else GRACE_S)
 
 
 def serve(connection: Connection, stage: str, tags: dict[str, str], diff: str | None) -> None:
-    """The helper: open the run, then log each queued call until the stage ends it. A stage
-    that disappears (its pipe closes) gets its run ended KILLED."""
-    for signum in interrupts.SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-    import os
-
-    os.setsid()  # Ctrl-C at the terminal reaches the stage, which ends the run through us
-    from pipeline.tracking import runs
+    """The recorder: open the run, then log each queued call until the stage ends it. A stage
+    that disappears (its connection closes) gets its run ended KILLED."""
+    from pipeline.tracking.runs import RunLogger
 
     try:
-        opened = runs.OpenedRun.open(stage, tags, diff)
+        logger = RunLogger.open(stage, tags, diff)
     except Exception as exc:
-        with contextlib.suppress(OSError):
-            connection.send((FAILED, _message(exc)))
+        _answer(connection, (FAILED, _message(exc)))
         return
     failure = None
     status = "KILLED"  # unless the stage says otherwise
     try:
-        connection.send((STARTED, opened.run.run_id))
+        _answer(connection, (STARTED, logger.run_id))
         with contextlib.suppress(Exception):
-            opened.prepare()  # while the stage works: imports the later calls need
+            logger.prepare()  # while the stage works: imports the later calls need
         while True:
-            name, args, kwargs = connection.recv()
+            name, args, kwargs = connection.recv()  # what the stage sent, also if it has left
             if name == END:
                 status = args[0] if failure is None else "FAILED"
                 break
             if name == FLUSH:
-                connection.send((FLUSHED, failure))
+                _answer(connection, (FLUSHED, failure))
             elif failure is None and name in CALLS:
                 try:
-                    getattr(opened.run, name)(*args, **kwargs)
+                    getattr(logger, name)(*args, **kwargs)
                 except Exception as exc:
                     failure = _message(exc)
-    except (EOFError, OSError):  # the stage's end of the pipe closed without an END
-        opened.tag_ended_by(STAGE_DIED)
+    except (EOFError, OSError):  # the stage's end closed without an END
+        logger.tag_ended_by(STAGE_DIED)
     except Exception as exc:  # a message it cannot read: end the run, say why
         failure, status = failure or _message(exc), "FAILED"
     try:
-        opened.end(status)
+        logger.end(status)
     except Exception as exc:
         failure = failure or _message(exc)
+    _answer(connection, (ENDED, failure))
+
+
+def _answer(connection: Connection, message: tuple) -> None:
+    """Send an answer, if the stage still listens (one that stopped waiting closed its end;
+    its queued messages, its status included, are read all the same)."""
     with contextlib.suppress(OSError):
-        connection.send((ENDED, failure))
+        connection.send(message)
 
 
 def _message(exc: BaseException) -> str:
     from pipeline.core.errors import one_line
+    from pipeline.tracking.store import configured_uri
 
     if isinstance(exc, PipelineError):
         return str(exc)
-    return f"MLflow logging failed: {one_line(exc)}"
+    text = one_line(exc)
+    if "Max retries exceeded" in text or "Connection refused" in text:
+        return (
+            f"MLflow tracking server {configured_uri()[0]} stopped answering; this stage's run "
+            "stays RUNNING there until a stage (or `aepipe validate`) reaches it again and "
+            "ends it KILLED"
+        )
+    return f"MLflow logging failed: {text}"
+
+
+def _leave_after_the_stage(stage_pid: int, linger: float) -> None:
+    """End this process at most `linger` seconds after the stage that started it has ended (a
+    store that never answers must not keep it alive)."""
+
+    def watch() -> None:
+        while os.getppid() == stage_pid:
+            time.sleep(0.5)
+        time.sleep(linger)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="leave-after-the-stage").start()
+
+
+def main(descriptor: int, stage_pid: int) -> None:
+    for signum in interrupts.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    _leave_after_the_stage(stage_pid, LINGER_S)
+    connection = Connection(descriptor)
+    try:
+        stage, tags, diff = connection.recv()
+    except (EOFError, OSError):
+        return  # the stage was gone before it said which run to open
+    serve(connection, stage, tags, diff)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

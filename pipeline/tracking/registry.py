@@ -3,9 +3,13 @@ tags; the benchmark's champion alias moves to it only when its gain is beyond se
 
 PSNRs are only comparable on the same benchmark (`evaluation.benchmark`), so each benchmark has
 its own champion, under the alias `champion-<benchmark>`, e.g.
-`champion-noise0_4-seed1-test10000-v2` for the defaults.
+`champion-noise0_4-seed1-test10000-v2` for the defaults, and a version is one model file as
+scored on one benchmark: the same file evaluated on another benchmark is another version, with
+that benchmark's score.
 
 The rule, against the current champion:
+- a candidate that does not score above the benchmark's noisy input (doing nothing) never takes
+  the alias, even when there is no champion yet;
 - a candidate of the champion's own configuration (the same params but the seed and those that
   change no score, `tags.NOT_CONFIGURATION`, trained by the same code) never takes the alias:
   another seed is not an improvement;
@@ -16,20 +20,34 @@ The rule, against the current champion:
 - otherwise the candidate's score must beat the champion's by the benchmark's seed spread: the
   largest range over seeds measured in the store for this benchmark, or recorded in
   `SEED_SPREAD_DB`, whichever is larger (the largest recorded one when neither exists).
+
+Decisions on one benchmark are taken one at a time, in the order of the versions' numbers, which
+the registry hands out one by one also to registers on different machines: a version is created
+with a `pending` decision tag naming its process, and its register waits until every earlier
+version of the benchmark has been decided (or was abandoned by a register that died: its
+process is gone, or it stayed pending for PENDING_TIMEOUT_S) before it reads the champion. Two
+registers racing against one tracking server therefore decide as if one ran after the other.
+One case is not ordered so: a register that finds its model file already registered on the
+benchmark reuses that older version, and can decide beside a register of a newer version.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
+from pipeline.core import processes
 from pipeline.core.config import Params
 from pipeline.core.errors import TrackingError
+from pipeline.core.progress import Report, silent
 from pipeline.evaluation import replicates
 from pipeline.evaluation.benchmark import SCORE, benchmark_name
 from pipeline.tracking.finder import RunFinder
-from pipeline.tracking.store import store_lock
+from pipeline.tracking.store import store_errors, store_lock
 from pipeline.tracking.tags import (
     TAG_BENCHMARK,
     TAG_OUT,
@@ -39,6 +57,11 @@ from pipeline.tracking.tags import (
 )
 
 MODEL_NAME = "aepipe-denoiser"
+TAG_DECISION = "aepipe.decision"  # pending <process> <since>, or what its register decided
+PENDING = "pending"
+PENDING_TIMEOUT_S = 300.0  # a register decides in seconds; one pending this long has died
+POLL_S = 0.5
+MAX_TAG_LENGTH = 5000
 
 # Range (max - min) of the denoiser's test PSNR over training seeds 0-4 with every other param at
 # its default (19.4184 to 19.5456 dB; `aepipe replicate --seeds 0 1 2 3 4`, README). Benchmarks
@@ -74,6 +97,7 @@ class Candidate:
     code: str  # training code, `tags.training_code`
     benchmark: str
     tags: dict[str, str]  # more tags for the version (SSIM, model kind)
+    floor: float = -math.inf  # the noisy input's score on the benchmark: doing nothing
 
 
 @dataclass(frozen=True)
@@ -124,6 +148,12 @@ def decide(
     the champion's configurations; `measured` the seed spread measured on the benchmark."""
     if not math.isfinite(candidate.score):
         return Decision(False, f"{SCORE} is {candidate.score}: not a score")
+    if not candidate.score > candidate.floor:
+        return Decision(
+            False,
+            f"it scores {candidate.score:.4f} dB, not above the noisy input itself "
+            f"({candidate.floor:.4f} dB on this benchmark): a champion must denoise",
+        )
     if champion_score is None:
         return Decision(True, "no champion yet")
     if champion_config == (candidate.group, candidate.code):
@@ -161,25 +191,78 @@ def decide(
 
 
 def _tag_float(version: Any, key: str) -> float | None:
+    """A tag's value as a finite number; None for a missing tag, text, NaN or infinity."""
     try:
-        return float(version.tags[key])
+        value = float(version.tags[key])
     except (KeyError, TypeError, ValueError):
         return None
+    return value if math.isfinite(value) else None
+
+
+def _versions(client: Any, query: str) -> list[Any]:
+    return client.search_model_versions(f"name = '{MODEL_NAME}' and {query}")
+
+
+def _on_benchmark(benchmark: str) -> str:
+    return f"tag.`{TAG_BENCHMARK}` = '{benchmark}'"
 
 
 def _registered(client: Any, candidate: Candidate) -> Any | None:
-    """The version that already holds this exact model file, if any."""
-    query = f"name = '{MODEL_NAME}' and tag.`{TAG_OUT}{candidate.path}` = '{candidate.md5}'"
+    """The version that already holds this exact model file on this benchmark, if any."""
+    same_file = f"tag.`{TAG_OUT}{candidate.path}` = '{candidate.md5}'"
+    found = _versions(client, f"{same_file} and {_on_benchmark(candidate.benchmark)}")
+    return min(found, key=lambda version: int(version.version)) if found else None
+
+
+def _pending_ticket() -> str:
+    return f"{PENDING} {processes.process_identity(psutil.Process())} {time.time():.0f}"
+
+
+def _abandoned(ticket: str) -> bool:
+    """Whether a pending version's register is gone: its process ended (on this machine), or it
+    has been pending longer than any register takes."""
+    _, identity, since = [*ticket.split(" "), "", ""][:3]
     try:
-        found = client.search_model_versions(query)
-    except Exception:  # a store without tag search: register again
-        return None
-    return found[0] if found else None
+        too_old = time.time() - float(since) > PENDING_TIMEOUT_S
+    except ValueError:
+        too_old = True
+    return too_old or processes.process_gone(identity)
 
 
-def register(runs: RunFinder, candidate: Candidate, alias: str) -> str:
-    """Register the candidate (once per model file) and move `alias` to it if `decide` says so;
-    return what happened, in one line."""
+def _set_decision(client: Any, version: Any, decision: str) -> None:
+    client.set_model_version_tag(
+        MODEL_NAME, version.version, TAG_DECISION, decision[:MAX_TAG_LENGTH]
+    )
+
+
+def wait_for_earlier_decisions(
+    client: Any, benchmark: str, number: int, report: Report = silent
+) -> None:
+    """Return once every version of `benchmark` numbered below `number` has been decided (or
+    its register has died, which is then written on it)."""
+    announced: set[str] = set()
+    while True:
+        waiting = []
+        for other in _versions(client, _on_benchmark(benchmark)):
+            ticket = other.tags.get(TAG_DECISION, "")
+            if int(other.version) >= number or not ticket.startswith(PENDING):
+                continue
+            if _abandoned(ticket):
+                _set_decision(client, other, "abandoned: its register ended before deciding")
+                continue
+            waiting.append(str(other.version))
+        if not waiting:
+            return
+        if new := [v for v in waiting if v not in announced]:
+            report(f"waiting for the decision on version {', '.join(new)} (registered just before)")
+            announced.update(new)
+        time.sleep(POLL_S)
+
+
+def register(runs: RunFinder, candidate: Candidate, alias: str, report: Report = silent) -> str:
+    """Register the candidate (once per model file and benchmark) and move `alias` to it if
+    `decide` says so, after every earlier version of the benchmark was decided; return what
+    happened, in one line."""
     import mlflow
 
     producing = runs.producing(candidate.path, candidate.md5)
@@ -188,46 +271,70 @@ def register(runs: RunFinder, candidate: Candidate, alias: str) -> str:
             f"no MLflow run records {candidate.path} with md5 {candidate.md5}: nothing to register"
         )
     client = runs.client
-    with store_lock():
-        try:
-            champion = client.get_model_version_by_alias(MODEL_NAME, alias)
-        except mlflow.exceptions.MlflowException:
-            champion = None
-        best = _tag_float(champion, SCORE) if champion else None
-        if champion is not None and best is None:
-            return (
-                f"the champion, version {champion.version}, has no readable {SCORE} tag, so no "
-                f"gain can be measured; registry unchanged (tag it, or move @{alias} by hand)"
-            )
-        tags = champion.tags if champion else {}
-        champion_config = (tags.get(TAG_REPLICATE_GROUP), tags.get(TAG_TRAINING_CODE))
-        scores = benchmark_scores(runs, candidate.benchmark)
-        evidence = (
-            scores.get((candidate.group, candidate.code), {}),
-            scores.get(champion_config, {}) if None not in champion_config else {},
-        )
-        decision = decide(candidate, best, champion_config, evidence, measured_spread(scores))
+    with store_lock(), store_errors(runs.uri):
         version = _registered(client, candidate)
         if version is None:
             version = mlflow.register_model(
                 _logged_model_uri(runs, producing[0]["run_id"]),
                 MODEL_NAME,
-                tags=_version_tags(candidate, producing[0]),
+                tags={**_version_tags(candidate, producing[0]), TAG_DECISION: _pending_ticket()},
             )
-        if champion is not None and champion.version == version.version:
-            return f"{MODEL_NAME} version {version.version} is already @{alias}"
-        if decision.promote:
-            client.set_registered_model_alias(MODEL_NAME, alias, version.version)
+        else:
+            _set_decision(client, version, _pending_ticket())
+        try:
+            wait_for_earlier_decisions(client, candidate.benchmark, int(version.version), report)
+            outcome, decided = _decide_on(runs, candidate, alias, version)
+        except BaseException:
+            _set_decision(client, version, "undecided: its register stage failed")
+            raise
+        _set_decision(client, version, decided)
+    return outcome
+
+
+def _decide_on(runs: RunFinder, candidate: Candidate, alias: str, version: Any) -> tuple[str, str]:
+    """Decide on `version` against the alias as it stands; move the alias if it wins. Returns
+    (the outcome in one line, the decision to tag the version with)."""
+    import mlflow
+
+    client = runs.client
+    try:
+        champion = client.get_model_version_by_alias(MODEL_NAME, alias)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    if champion is not None and str(champion.version) == str(version.version):
+        return f"{MODEL_NAME} version {version.version} is already @{alias}", "champion"
+    best = _tag_float(champion, SCORE) if champion else None
+    if champion is not None and (
+        best is None or champion.tags.get(TAG_BENCHMARK, candidate.benchmark) != candidate.benchmark
+    ):
+        return (
+            f"{MODEL_NAME} version {version.version} registered; the champion, version "
+            f"{champion.version}, has no {SCORE} on this benchmark ({candidate.benchmark}), so "
+            f"no gain can be measured; @{alias} unchanged (tag it, or move it by hand)",
+            "kept: the champion has no comparable score",
+        )
+    tags = champion.tags if champion else {}
+    champion_config = (tags.get(TAG_REPLICATE_GROUP), tags.get(TAG_TRAINING_CODE))
+    scores = benchmark_scores(runs, candidate.benchmark)
+    evidence = (
+        scores.get((candidate.group, candidate.code), {}),
+        scores.get(champion_config, {}) if None not in champion_config else {},
+    )
+    decision = decide(candidate, best, champion_config, evidence, measured_spread(scores))
     score = f"{SCORE} {candidate.score:.4f}"
     if decision.promote:
+        client.set_registered_model_alias(MODEL_NAME, alias, version.version)
         was = f", was {best:.4f}" if best is not None else ""
+        outcome = f"is now @{alias}: {decision.reason}"
         return (
-            f"{MODEL_NAME} version {version.version} ({score}{was}) is now @{alias}: "
-            f"{decision.reason}"
+            f"{MODEL_NAME} version {version.version} ({score}{was}) {outcome}",
+            f"promoted: {decision.reason}",
         )
+    held = f"version {champion.version}, {best:.4f}" if champion else "no champion"
     return (
         f"{MODEL_NAME} version {version.version} ({score}) registered without @{alias} "
-        f"(version {champion.version}, {best:.4f}): {decision.reason}"
+        f"({held}): {decision.reason}",
+        f"kept: {decision.reason}",
     )
 
 

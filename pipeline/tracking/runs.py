@@ -1,25 +1,26 @@
 """The MLflow run of each stage: nested under one run per `dvc repro` / `dvc exp run`, tagged
 with the lineage (git commit, md5 of every input and output as `dvc.lock` records it, DVC
-experiment) that joins it to `dvc.lock`."""
+experiment) that joins it to `dvc.lock`; and the runs a killed process left RUNNING.
+
+`RunLogger` makes the MLflow calls of one stage's run. It lives in the stage's recorder process
+(`tracking.recorder`), which the stage talks to through its `StageRun`."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from pipeline import modelling
-from pipeline.core import interrupts, paths
+from pipeline.core import interrupts, paths, processes
 from pipeline.core.config import Params, flatten
 from pipeline.core.files import dvc_md5
 from pipeline.tracking import provenance
 from pipeline.tracking.store import (
     configured_uri,
-    ensure_reachable,
     experiment_name,
     has_running_runs,
     store_errors,
@@ -30,6 +31,7 @@ from pipeline.tracking.tags import (
     TAG_GROUP,
     TAG_OUT,
     TAG_PROCESS,
+    TAG_RECORDER,
     TAG_REPLICATE_GROUP,
     TAG_REPOSITORY,
     TAG_ROLE,
@@ -74,24 +76,37 @@ def _parent_run_id(
     return run.info.run_id
 
 
-def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of this repository whose process has ended (a SIGKILL, a
-    crash, a closed terminal): stage runs and the pipeline runs above them. Returns their ids."""
+def orphaned_runs(client: Any, experiment_id: str) -> list[Any]:
+    """The RUNNING runs of this repository whose process has ended (a SIGKILL, a crash, a closed
+    terminal, a store that was gone when the run should have ended), and whose recorder has
+    ended too (it may still be ending the run with the status the stage sent it). Runs of
+    processes on other machines are not judged: nothing here can tell whether they still run."""
     repository = str(paths.repository_root())
     running = client.search_runs(
         [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
     )
+    return [
+        run
+        for run in running
+        if run.data.tags.get(TAG_REPOSITORY) == repository
+        and processes.process_gone(run.data.tags.get(TAG_PROCESS, ""))
+        and not _still_running(run.data.tags.get(TAG_RECORDER, ""))
+    ]
+
+
+def _still_running(identity: str) -> bool:
+    return bool(identity) and not processes.process_gone(identity)
+
+
+def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the `orphaned_runs` and the pipeline runs above them; return their ids."""
     ended = []
-    for run in running:
-        tags = run.data.tags
-        if tags.get(TAG_REPOSITORY) == repository and provenance.process_gone(
-            tags.get(TAG_PROCESS, "")
-        ):
-            client.set_tag(run.info.run_id, TAG_ENDED_BY, "a later stage: process gone")
-            client.set_terminated(run.info.run_id, "KILLED")
-            ended.append(run.info.run_id)
-            if parent := tags.get("mlflow.parentRunId"):  # its pipeline run did not finish
-                client.set_terminated(parent, "KILLED")
+    for run in orphaned_runs(client, experiment_id):
+        client.set_tag(run.info.run_id, TAG_ENDED_BY, "a later stage: process gone")
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+        if parent := run.data.tags.get("mlflow.parentRunId"):  # its pipeline run did not finish
+            client.set_terminated(parent, "KILLED")
     return ended
 
 
@@ -129,9 +144,9 @@ def lineage_tags(
     process that runs it (so a later stage can tell that a RUNNING run's process has died)."""
     tags = {
         TAG_STAGE: stage,
-        TAG_GROUP: provenance.pipeline_run_id(),
+        TAG_GROUP: processes.pipeline_run_id(),
         TAG_REPLICATE_GROUP: replicate_group(params.flat()),
-        TAG_PROCESS: provenance.process_identity(psutil.Process()),
+        TAG_PROCESS: processes.process_identity(psutil.Process()),
         TAG_REPOSITORY: str(paths.repository_root()),
         "git.commit": git.commit,
         "git.dirty": str(git.dirty).lower(),
@@ -153,21 +168,66 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class StageRun:
-    """A started MLflow run for one stage; use through `stage_run`."""
+class RunLogger:
+    """The MLflow calls of one stage's run, made in its recorder process: `open` starts the run
+    (nested under its pipeline run), the logging methods are what the stage queues, `end` ends
+    the run and its pipeline run."""
 
-    def __init__(self, mlflow: Any, run_id: str, input_md5s: dict[str, str]):
+    def __init__(self, mlflow: Any, uri: str, parent_id: str, run_id: str, tags: dict[str, str]):
         self.mlflow = mlflow
-        self.run_id = run_id
-        self.input_md5s = input_md5s  # path -> md5 of each input, as DVC computes it
+        self.client = mlflow.MlflowClient()
+        self.uri, self.parent_id, self.run_id = uri, parent_id, run_id
+        self.input_md5s = tagged_md5s(tags, TAG_DEP)  # path -> md5 of each input, as DVC has it
+
+    @classmethod
+    def open(cls, stage: str, tags: dict[str, str], diff: str | None) -> RunLogger:
+        uri, artifact_dir = configured_uri()
+        import mlflow  # 1-2 s, and only stages that log need it
+
+        mlflow.set_tracking_uri(uri)
+        tags = dict(tags)
+        pipeline_identity = tags.pop(TAG_GROUP_PROCESS)
+        tags[TAG_RECORDER] = processes.process_identity(psutil.Process())
+        with store_errors(uri):
+            client = mlflow.MlflowClient()
+            with store_lock():  # the first use creates the SQLite schema; queue workers wait
+                experiment_id = project_experiment_id(client, artifact_dir)
+                end_orphaned_runs(client, experiment_id)
+                parent_id = _parent_run_id(
+                    client, experiment_id, tags[TAG_GROUP], tags, pipeline_identity
+                )
+            tags["mlflow.parentRunId"] = parent_id
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+            if diff:  # the commit alone does not say which code ran
+                mlflow.log_text(diff, "lineage/uncommitted.diff")
+        return cls(mlflow, uri, parent_id, run.info.run_id, tags)
+
+    def prepare(self) -> None:
+        """Import what logging a model and finding logged models need (2-3 s, so that the
+        stage's last calls do not wait for it)."""
+        import mlflow.models
+        import mlflow.pyfunc  # noqa: F401
+
+        import pipeline.tracking.finder  # noqa: F401
+
+    def tag_ended_by(self, reason: str) -> None:
+        """Say on the run and its pipeline run who ended them, when the stage could not."""
+        with contextlib.suppress(Exception):
+            for run_id in (self.run_id, self.parent_id):
+                self.client.set_tag(run_id, TAG_ENDED_BY, reason)
+
+    def end(self, status: str) -> None:
+        """End the run and its pipeline run with `status` (FINISHED, FAILED or KILLED)."""
+        with store_errors(self.uri):
+            self.mlflow.end_run(status)
+            self.client.set_terminated(self.parent_id, status)
 
     @interrupts.held()
     def take_over(self, interrupted_run_id: str, epochs_done: int) -> None:
         """Record that this run resumes an interrupted one, and end that one as KILLED."""
-        client = self.mlflow.MlflowClient()
         try:
-            if client.get_run(interrupted_run_id).info.status == "RUNNING":
-                client.set_terminated(interrupted_run_id, "KILLED")
+            if self.client.get_run(interrupted_run_id).info.status == "RUNNING":
+                self.client.set_terminated(interrupted_run_id, "KILLED")
         except self.mlflow.exceptions.MlflowException:
             pass  # logged to another store, or deleted
         self.mlflow.set_tags(
@@ -260,74 +320,3 @@ class StageRun:
                 self.mlflow.log_artifacts(str(path), f"dvc_outputs/{path.as_posix()}")
             else:
                 self.log_artifact(path, f"dvc_outputs/{path.parent.as_posix()}")
-
-
-@contextlib.contextmanager
-def stage_run(stage: str, inputs: list[Path], params: Params) -> Iterator[Any]:
-    """The MLflow run of `stage`, nested under its pipeline run, tagged with lineage; kept by a
-    helper process (`recorder`), so that opening it overlaps the stage's own start.
-
-    Ends it FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM, SIGHUP); a run whose
-    process is killed outright is marked KILLED by its helper, or by the next stage that starts.
-    Call `confirm()` on the yielded run before expensive work: it raises a store's error.
-    """
-    from pipeline.tracking.recorder import recorded_run
-
-    uri, _ = configured_uri()
-    ensure_reachable(uri)
-    git = provenance.git_state()
-    tags = lineage_tags(stage, inputs, git, params)
-    tags[TAG_GROUP_PROCESS] = provenance.process_identity(provenance.pipeline_process())
-    with recorded_run(stage, tags, git.diff) as run:
-        yield run
-
-
-class OpenedRun:
-    """A stage's run, opened in the helper process: `StageRun` logs to it, `end` ends it."""
-
-    def __init__(self, uri: str, client: Any, parent_id: str, run: StageRun):
-        self.uri, self.client, self.parent_id, self.run = uri, client, parent_id, run
-
-    @classmethod
-    def open(cls, stage: str, tags: dict[str, str], diff: str | None) -> OpenedRun:
-        uri, artifact_dir = configured_uri()
-        import mlflow  # 1-2 s, and only stages that log need it
-
-        mlflow.set_tracking_uri(uri)
-        tags = dict(tags)
-        pipeline_identity = tags.pop(TAG_GROUP_PROCESS)
-        with store_errors(uri):
-            client = mlflow.MlflowClient()
-            with store_lock():  # the first use creates the SQLite schema; queue workers wait
-                experiment_id = project_experiment_id(client, artifact_dir)
-                end_orphaned_runs(client, experiment_id)
-                parent_id = _parent_run_id(
-                    client, experiment_id, tags[TAG_GROUP], tags, pipeline_identity
-                )
-            tags["mlflow.parentRunId"] = parent_id
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
-            if diff:  # the commit alone does not say which code ran
-                mlflow.log_text(diff, "lineage/uncommitted.diff")
-        return cls(
-            uri, client, parent_id, StageRun(mlflow, run.info.run_id, tagged_md5s(tags, TAG_DEP))
-        )
-
-    def prepare(self) -> None:
-        """Import what logging a model and finding logged models need (2-3 s, so that the
-        stage's last calls do not wait for it)."""
-        import mlflow.models
-        import mlflow.pyfunc  # noqa: F401
-
-        import pipeline.tracking.finder  # noqa: F401
-
-    def tag_ended_by(self, reason: str) -> None:
-        """Say on the run and its pipeline run who ended them, when the stage could not."""
-        with contextlib.suppress(Exception):
-            for run_id in (self.run.run_id, self.parent_id):
-                self.client.set_tag(run_id, TAG_ENDED_BY, reason)
-
-    def end(self, status: str) -> None:
-        """End the run and its pipeline run with `status` (FINISHED, FAILED or KILLED)."""
-        with store_errors(self.uri):
-            self.run.mlflow.end_run(status)
-            self.client.set_terminated(self.parent_id, status)

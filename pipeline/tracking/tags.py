@@ -10,6 +10,7 @@ TAG_STAGE = "dvc.stage"
 TAG_GROUP = "aepipe.pipeline_run"
 TAG_ROLE = "aepipe.role"
 TAG_PROCESS = "aepipe.process"  # host:pid:start time of the process the run belongs to
+TAG_RECORDER = "aepipe.recorder"  # the same, of the recorder process that logs a stage's run
 TAG_REPOSITORY = "aepipe.repository"  # the main repository, also for queued experiments
 TAG_DEP = "dvc.dep."  # + path -> md5, as DVC records it
 TAG_OUT = "dvc.out."  # + path -> md5, as DVC records it
