@@ -96,6 +96,8 @@ def _compare(args: argparse.Namespace) -> None:
     root = repository_root()
     if args.param and not args.experiments:
         raise PipelineError("--param chooses columns of --experiments; add --experiments")
+    if args.sweep and (args.experiments or args.rev):
+        raise PipelineError("--sweep chooses the experiments itself; drop --experiments and --rev")
     if args.experiments:
         table = compare.compare(root, args.param, args.metric, args.rev)
         text = json.dumps(table, indent=2, default=str) if args.format == "json" else None
@@ -103,7 +105,13 @@ def _compare(args: argparse.Namespace) -> None:
         return
     if args.figure:
         compare.check_figure_path(args.figure)
-    frame, table = compare.compare_replicates(root, args.metric, args.baseline, args.rev)
+    names, revs = None, args.rev
+    if args.sweep:
+        from pipeline.experiments.sweep import pulled_sweep
+
+        found, revs = pulled_sweep(root, args.sweep)
+        names = set(found)
+    frame, table = compare.compare_replicates(root, args.metric, args.baseline, revs, names)
     rendered = {
         "md": compare.replicate_markdown(table),
         "csv": table.to_csv(index=False),
@@ -130,11 +138,27 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _replicate(args: argparse.Namespace) -> None:
     from pipeline.core.paths import repository_root
-    from pipeline.ops.experiments import queue_replicates
+    from pipeline.experiments.replicate import queue_replicates
 
     names = queue_replicates(repository_root(), args.seeds, args.set or [], args.name)
     print(f"queued {len(names)} experiments: {' '.join(names)}")
     print("run them with: dvc queue start -j 2; then: aepipe compare")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pipeline.core import progress
+    from pipeline.core.paths import repository_root
+    from pipeline.experiments.sweep import run_sweep
+
+    return run_sweep(
+        repository_root(),
+        args.name,
+        args.seeds,
+        args.set or [],
+        args.address,
+        args.cpus_per_run,
+        progress.printer("sweep"),
+    )
 
 
 def _server(args: argparse.Namespace) -> None:
@@ -145,6 +169,7 @@ def _server(args: argparse.Namespace) -> None:
         state_dir=args.dir or paths.repository_root() / paths.STATE_DIR / "server",
         port=args.port,
         db_port=args.db_port,
+        listen=args.host,
     )
     if args.action == "start":
         seconds, already = server.start(config)
@@ -160,7 +185,7 @@ def _server(args: argparse.Namespace) -> None:
 
 def _restore(args: argparse.Namespace) -> None:
     from pipeline.core.paths import repository_root
-    from pipeline.ops.workspace import restore
+    from pipeline.experiments.workspace import restore
 
     for line in restore(repository_root()):
         print(line)
@@ -183,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str):
-        command = commands.add_parser(name, help=help_text, description=help_text)
+        # argparse formats help with %, not descriptions: "95%" must be "95%%" only in `help`.
+        command = commands.add_parser(
+            name, help=help_text.replace("%", "%%"), description=help_text
+        )
         command.set_defaults(handler=handler)
         return command
 
@@ -237,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one row per experiment, with its MLflow run, instead of statistics",
     )
     compare.add_argument(
+        "--sweep",
+        metavar="NAME",
+        help="the experiments of `aepipe sweep --name NAME`, pulled from the git remote if "
+        "missing here",
+    )
+    compare.add_argument(
         "--param",
         action="append",
         metavar="KEY",
@@ -252,6 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.add_argument(
         "--name", help="experiment names are NAME-seedN (default: from the -S values)"
     )
+    sweep = add(
+        "sweep",
+        _sweep,
+        "every combination of -S lists over seeds, as DVC experiments on a Ray cluster",
+    )
+    sweep.add_argument("--name", required=True, help="experiments are NAME-<setting>-seed<N>")
+    sweep.add_argument(
+        "--seeds", type=int, nargs="+", required=True, metavar="N", help="training seeds"
+    )
+    sweep.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a param and its values, comma-separated (as dvc exp run --queue -S)",
+    )
+    sweep.add_argument(
+        "--address",
+        help="join this Ray cluster (default: RAY_ADDRESS, else a Ray instance on this machine)",
+    )
+    sweep.add_argument(
+        "--cpus-per-run", type=int, default=1, metavar="N", help="CPUs each cell reserves (1)"
+    )
     add(
         "restore",
         _restore,
@@ -261,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("action", choices=("start", "stop", "status"))
     server.add_argument("--dir", type=Path, help="state directory (default: .aepipe/server)")
     server.add_argument("--port", type=port_number, default=5000, help="MLflow port (5000)")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where MLflow accepts clients (127.0.0.1; 0.0.0.0 for the other machines of a "
+        "sweep's cluster)",
+    )
     server.add_argument("--db-port", type=port_number, default=5433, help="PostgreSQL port (5433)")
     for name, help_text in STAGE_COMMANDS.items():
         stage = add(name, _stage(name), help_text)

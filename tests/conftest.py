@@ -12,6 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (`make test` and CI: a red build can be
+# replayed), and keep no example database; AEPIPE_HYPOTHESIS=explore draws new ones each run.
+settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("AEPIPE_HYPOTHESIS", "repeatable"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -135,6 +142,56 @@ def reproduced(destination: Path, params: dict) -> Path:
     return repo
 
 
+def run_directory(tmp_path_factory) -> Path:
+    """A directory of this test run shared by its pytest-xdist workers (their base temporary
+    directories are siblings in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def relocate_store(database: Path, old: str, new: str) -> None:
+    """Rewrite the paths an MLflow SQLite store records (artifact locations, repository tags)
+    from a copied repository's old place to its new one."""
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    try:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        for table in tables:
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], str(column[2]).upper()
+                if "CHAR" in kind or "TEXT" in kind:
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) '
+                        f'WHERE "{name}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def tiny_repository(destination: Path, tmp_path_factory) -> Path:
+    """A copy of the repository reproduced on TINY_PARAMS with its results committed: made once
+    per test run, by the first module that asks (the others wait for it), then copied, its
+    MLflow store moved along."""
+    from filelock import FileLock
+
+    root = run_directory(tmp_path_factory)
+    template = root / "tiny-template" / "repo"
+    with FileLock(root / "tiny-template.lock"):
+        if not (template / "dvc.lock").is_file():
+            shutil.rmtree(template.parent, ignore_errors=True)
+            template.mkdir(parents=True)
+            reproduced(template, merge(default_params(), TINY_PARAMS))
+    shutil.copytree(template, destination, symlinks=True)
+    relocate_store(destination / "mlflow.db", str(template), str(destination))
+    return destination
+
+
 @contextlib.contextmanager
 def restored(repo: Path):
     """Put params, code, dvc.lock and outputs back as committed, however the block ends, so one
@@ -179,6 +236,17 @@ def lock_out_md5(repo: Path, stage: str, path: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema and nothing else, made once per test process
+    (the schema takes over a second to create): copy it where a test needs a store."""
+    import mlflow
+
+    database = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{database}").search_experiments()
+    return database
+
+
+@pytest.fixture(scope="session")
 def shared_cache() -> Path:
     """The download cache the pipeline uses (MNIST is fetched once per machine)."""
     return Path(pipeline_env()["AEPIPE_CACHE_DIR"])
@@ -197,3 +265,33 @@ def error_message(exc_type: type[Exception], func, *args) -> str:
     with pytest.raises(exc_type) as caught:
         func(*args)
     return str(caught.value)
+
+
+def mlflow_server(root, port: int):
+    """`mlflow server` on a SQLite store in `root`, answering on `port` (this test's own)."""
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    while True:
+        assert server.poll() is None, "mlflow server exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            time.sleep(0.5)
+
+
+def stop_server(server) -> None:
+    import signal
+
+    os.killpg(server.pid, signal.SIGTERM)  # the group this test started
+    server.wait(120)

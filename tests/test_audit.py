@@ -118,3 +118,14 @@ def test_experiments_sharing_a_model_file_each_link_their_own_training_run():
     assert compare._training_run_link(Runs(), "m" * 32, "second") == "http://x/runs/2"
     restored = compare._training_run_link(Runs(), "m" * 32, "third")
     assert restored == "http://x/runs/2 (trained for second)"
+
+
+def test_an_edited_workspace_shows_no_metrics_of_another_run():
+    rows = [
+        {"Experiment": None, "rev": "workspace", "train_basic.epochs": 7, "a.psnr": 11.83},
+        {"Experiment": "x", "rev": "abc", "train_basic.epochs": 10, "a.psnr": 11.83},
+    ]
+    table = compare.comparison(rows, ["train_basic.epochs"], ["a.psnr"], None, True)
+    assert table[0]["state"] == compare.STALE and table[0]["a.psnr"] is None
+    assert table[1]["a.psnr"] == 11.83
+    assert compare.comparison(rows, [], ["a.psnr"], None)[0]["a.psnr"] == 11.83

@@ -203,7 +203,7 @@ def test_an_interrupt_during_a_store_write_waits_for_the_write_to_end():
 @pytest.mark.parametrize(
     ("occupied", "stage", "named"),
     [
-        (".aepipe", "validate", ".aepipe/pipeline-runs"),  # a file where a directory goes
+        (".aepipe", "validate", ".aepipe/"),  # a file where a directory goes
         ("data/noisy", "noise", "data/noisy"),
     ],
 )
@@ -215,3 +215,31 @@ def test_a_path_the_project_writes_that_is_occupied_is_one_line(tmp_path, occupi
     assert result.stderr.startswith(f"aepipe {stage}: error: {named}"), result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stdout.strip().startswith("exit 2")
+
+
+def test_every_command_explains_itself():
+    """Help texts are %-formatted by argparse: a bare "95%" in one crashed `aepipe --help`."""
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for argv in (["--help"], *([name, "--help"] for name in commands)):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(argv)
+        assert exited.value.code == 0, argv
+
+
+def test_a_stage_keeps_its_temporary_files_to_itself_and_removes_them(tmp_path):
+    """TensorFlow writes generated code to the temporary directory, which a SIGKILL leaves
+    behind: each stage has its own, removed when it ends, and a killed stage's by the next."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    import psutil
+
+    started = psutil.Process(dead.pid).create_time()
+    dead.wait()
+    leftover = tmp_path / ".aepipe" / "tmp" / f"{dead.pid}-{started:.3f}"
+    (leftover / "__autograph_generated_file1.py").parent.mkdir(parents=True)
+    (leftover / "__autograph_generated_file1.py").write_text("x = 1\n")
+    result = run_cli(tmp_path, default_params(), "--stage", "validate")
+    assert result.stdout.strip().startswith("validate: params valid")
+    assert list((tmp_path / ".aepipe" / "tmp").iterdir()) == []

@@ -27,6 +27,8 @@ CANNOT_CHANGE_OUTPUTS = {
     Path("pipeline/tracking/provenance.py"),  # git state and versions, for tags
     Path("pipeline/core/processes.py"),  # process identities, for that bookkeeping
     Path("pipeline/core/params_guard.py"),  # can only refuse to go on, never change a result
+    Path("pipeline/core/shell.py"),  # the git and dvc commands, for lineage tags
+    Path("pipeline/stages/__init__.py"),  # one line for a Ctrl-C while a stage starts
 }
 
 

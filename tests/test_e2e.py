@@ -5,6 +5,7 @@ two-worker training. Tests that change the repository put it back (`restored`)."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -27,18 +28,15 @@ from pipeline.evaluation.metrics import mean_psnr
 from pipeline.ops import server
 from pipeline.tracking.tags import replicate_group
 from tests.conftest import (
-    TINY_PARAMS,
-    default_params,
     free_port,
     lock_out_md5,
-    merge,
     outs,
     pipeline_env,
-    reproduced,
     restored,
     run,
     runs_of,
     start_and_wait_for,
+    tiny_repository,
 )
 from tests.import_graph import closure, command_module
 
@@ -70,9 +68,7 @@ FIGURES = (
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return reproduced(
-        tmp_path_factory.mktemp("pipeline") / "repo", merge(default_params(), TINY_PARAMS)
-    )
+    return tiny_repository(tmp_path_factory.mktemp("pipeline") / "repo", tmp_path_factory)
 
 
 def lock_stages(repo: Path) -> dict:
@@ -608,6 +604,8 @@ def test_server_stop_ends_every_process_it_started(team_server):
     leader = psutil.Process(json.loads(team_server.record_file.read_text())["pid"])
     started = [leader, *leader.children(recursive=True)]
     assert "answering" in server.status(team_server)
+    other_port = dataclasses.replace(team_server, port=5000)  # `status` without its --port
+    assert f"MLflow {team_server.uri}: answering" in server.status(other_port)
     assert server.stop(team_server)[0] == f"stopped the MLflow server (pid {leader.pid})"
     assert not server.answers(team_server.uri)
     assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

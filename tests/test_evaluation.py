@@ -374,6 +374,7 @@ def test_probes_score_the_same_side_by_side_and_one_after_another(monkeypatch):
         name: (rng.normal(labels[:, None] * shift, 1.0, (120, 6)),) * 2
         for name, shift in (("close", 0.3), ("apart", 2.0))
     }
+    monkeypatch.setattr(probe, "MIN_ROWS_FOR_WORKERS", 0)  # the workers, on this small data
     side_by_side = probe.probe_accuracies(features, labels, labels)
     monkeypatch.setattr(probe, "usable_cores", lambda: 1)
     assert probe.probe_accuracies(features, labels, labels) == side_by_side

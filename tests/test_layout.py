@@ -17,6 +17,7 @@ LAYERS = (
     ("evaluation", "modelling"),
     ("tracking",),
     ("audit", "ops"),
+    ("experiments",),
     ("stages",),
     ("cli",),
     ("__main__",),

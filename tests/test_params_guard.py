@@ -58,3 +58,32 @@ def test_snapshots_of_pipeline_runs_whose_process_ended_are_removed(workspace, m
     monkeypatch.setattr(params_guard.processes, "process_gone", lambda identity: not identity)
     params_guard.remember("params.yaml", load_params())
     assert sorted(p.name for p in gone.parent.iterdir()) == ["old.json", "run-1.json"]
+
+
+def test_under_dvc_exp_run_the_params_are_those_dvc_set_up_for_this_experiment(
+    workspace, monkeypatch
+):
+    """Two `dvc exp run` started at once: the one DVC runs found params.yaml already changed by
+    the other before its first stage. DVC's commit of what it runs says what was meant."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=workspace, check=True, capture_output=True,
+        )  # fmt: skip
+
+    git("init", "-q")
+    write(workspace, {"noise": {"factor": 0.3}})  # what `dvc exp run -n second -S ...` set up
+    git("add", "params.yaml")
+    git("commit", "-qm", "dvc-exp:abc:abc:second")
+    git("update-ref", "refs/exps/exec/EXEC_MERGE", "HEAD")
+    monkeypatch.setenv("DVC_EXP_NAME", "second")
+    params_guard.remember("params.yaml", load_params())
+    monkeypatch.setattr(params_guard, "_remembered", {})
+    write(workspace, {"noise": {"factor": 0.3}, "train_denoise": {"epochs": 3}})  # the other's
+    with pytest.raises(ParamsError, match=r"train_denoise\.epochs was 10, now 3"):
+        params_guard.remember("params.yaml", load_params())
+    monkeypatch.setenv("DVC_EXP_NAME", "first")
+    with pytest.raises(ParamsError, match="DVC now runs experiment second, this stage belongs"):
+        params_guard.remember("params.yaml", load_params())

@@ -157,7 +157,7 @@ def numpy_autoencoders(kind: str, dim: int) -> Autoencoders:
 HISTORIES = {"train_basic": [(1, 0.3, 0.25)], "train_denoise": [(1, 0.2, 0.18)]}
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=st.one_of(params_from_the_schema(), params_from_the_schema(valid=True)))
 def test_accepted_params_run_prepare_noise_baselines_and_evaluate_to_the_end(raw):
     params = accepted(raw)

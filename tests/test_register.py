@@ -118,11 +118,14 @@ ALIAS = f"champion-{BENCHMARK}"
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, empty_store):
+    import shutil
+
     import mlflow
 
     from pipeline.tracking.finder import RunFinder
 
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -185,4 +185,24 @@ def test_sigkill_of_a_multi_worker_launcher_takes_its_workers_with_it(repo):
         dvc.communicate(timeout=120)
         assert dvc.returncode != 0
         assert not (repo / "models/basic.keras").exists()  # DVC removed it; nobody wrote it
-    run(["dvc", "checkout", "--force", "train_basic"], repo)
+    run(["dvc", "checkout", "--force", "train_basic"], repo, check=False)
+
+
+def test_a_stage_whose_dvc_process_is_killed_stops_instead_of_training_on(repo):
+    """SIGKILL of `dvc repro` itself: the stage notices its pipeline process is gone, ends its
+    MLflow run KILLED and writes no model (it would otherwise finish unseen and overwrite it)."""
+    dvc = start_and_wait_for(
+        ["dvc", "repro", "--force", "--single-item", "train_basic"], repo, "train_basic: epoch 1/8"
+    )
+    stage = training_process(dvc)
+    dvc.kill()
+    dvc.wait()
+    _, alive = psutil.wait_procs([stage], timeout=120)
+    assert alive == []
+    assert not (repo / "models/basic.keras").exists()
+    recorders = [
+        p for p in psutil.process_iter() if "pipeline.tracking.recorder" in " ".join(p.cmdline())
+    ]
+    psutil.wait_procs(recorders, timeout=120)
+    assert runs_of(repo, "train_basic")[-1].info.status == "KILLED"
+    run(["dvc", "checkout", "--force", "train_basic"], repo, check=False)

@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from pipeline.audit import compare
+from pipeline.core import shell
 from pipeline.core.config import parse_params
 from pipeline.core.errors import ParamsError, PipelineError
 from pipeline.evaluation import replicates
-from pipeline.ops import experiments
+from pipeline.experiments import replicate as experiments
 from pipeline.tracking.tags import replicate_group
 from tests.conftest import default_params, merge
 
@@ -162,17 +163,26 @@ def test_the_replicate_group_ignores_the_seed_only():
     assert replicate_group(logged) == replicate_group(flat(seed=0))
 
 
+def as_typed(command: list[str]) -> list[str]:
+    """A command as a user types it: `dvc ...` for DVC run as a module of this Python."""
+    return ["dvc", *command[3:]] if command[: len(shell.DVC)] == list(shell.DVC) else command
+
+
 def test_replicate_refuses_bad_params_before_queueing_anything(tmp_path, monkeypatch):
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(default_params()))
     queued = []
-    monkeypatch.setattr(experiments.subprocess, "run", lambda cmd, **kw: queued.append(cmd))
+    monkeypatch.setattr(shell.subprocess, "run", lambda cmd, **kw: queued.append(cmd))
     for assignments, message in (
         (["train_basic.learning_rat=0.1"], "Could not override 'train_basic.learning_rat'"),
         (["train_basic.learning_rate=abc"], "expected a number"),
         (["train_basic.epochs=1e3"], "train_basic.epochs = 1000.0"),  # a float, as DVC writes
         (["train_basic.learning_rate=0.001,0.002"], "a list of values is a sweep"),
+        (["other.yaml:train_basic.epochs=4"], "params are all in params.yaml"),
+        (["train_basic.epochs=3,train_denoise.epochs=4"], "-S train_basic.epochs=3,train_denoise"),
+        (["train_basic.epochs=3 # c"], r"-S train_basic\.epochs=3 # c: "),
+        (["train_basic.epochs=0x3"], "experiment train_basic.epochs-0x3-seed0: train_basic"),
         (["seed=3"], "the seeds are given with --seeds"),
         (["data.train_size=10", "train_basic.batch_size=64"], "must not exceed"),
     ):
@@ -181,6 +191,9 @@ def test_replicate_refuses_bad_params_before_queueing_anything(tmp_path, monkeyp
     with pytest.raises(ParamsError, match="distinct seeds"):
         experiments.queue_replicates(tmp_path, [1, 1], [], None)
     assert queued == []
+    # DVC's `file:key=value` form is DVC's too here.
+    given = ["params.yaml:train_basic.epochs=4"]
+    assert experiments.validated(tmp_path / "params.yaml", given, 5, "x").train_basic.epochs == 4
 
 
 def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
@@ -195,6 +208,7 @@ def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
     failing = set()
 
     def fake_run(cmd, **kwargs):
+        cmd = as_typed(cmd)
         if cmd[:2] == ["git", "for-each-ref"]:
             return subprocess.CompletedProcess(cmd, 0, existing, "")
         if cmd[:3] == ["dvc", "queue", "status"]:
@@ -203,7 +217,7 @@ def test_replicate_queues_one_named_experiment_per_seed(tmp_path, monkeypatch):
         code = 1 if any(name in cmd for name in failing) else 0
         return subprocess.CompletedProcess(cmd, code, "", "ERROR: refused\n")
 
-    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
+    monkeypatch.setattr(shell.subprocess, "run", fake_run)
     names = experiments.queue_replicates(
         tmp_path, [0, 1, 2], ["train_basic.learning_rate=0.002"], None
     )
@@ -232,14 +246,17 @@ def test_ctrl_c_while_replicates_are_queued_takes_back_every_one(tmp_path, monke
     calls = []
 
     def fake_run(cmd, **kwargs):
+        cmd = as_typed(cmd)
         calls.append(cmd)
+        if cmd[:3] == ["dvc", "exp", "run"]:  # out of reach of the terminal's Ctrl-C
+            assert kwargs["start_new_session"] is True
         if cmd[:2] == ["git", "for-each-ref"] or cmd[:3] == ["dvc", "queue", "status"]:
             return subprocess.CompletedProcess(cmd, 0, "", "")
         if "cut-seed1" in cmd and cmd[:3] == ["dvc", "exp", "run"]:
             raise KeyboardInterrupt
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(experiments.subprocess, "run", fake_run)
+    monkeypatch.setattr(shell.subprocess, "run", fake_run)
     with pytest.raises(KeyboardInterrupt):
         experiments.queue_replicates(tmp_path, [0, 1, 2], [], "cut")
     removed = [cmd[-1] for cmd in calls if cmd[:3] == ["dvc", "queue", "remove"]]
@@ -263,7 +280,7 @@ def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkey
 
 
 def test_a_failed_dvc_command_is_quoted_by_its_error_line():
-    from pipeline.ops.workspace import dvc_error
+    from pipeline.core.shell import dvc_error
 
     assert dvc_error("Running...\nERROR: unexpected error - no such rev\nhint\n") == (
         "unexpected error - no such rev"

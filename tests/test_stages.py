@@ -2,6 +2,7 @@
 
 import sys
 
+import pytest
 import yaml
 
 from pipeline.core.config import load_params, parse_params
@@ -21,7 +22,6 @@ def test_multi_worker_training_relaunches_the_stage_with_its_own_arguments(monke
     def launch(command, workers, params_text):
         with train.workers.params_file(params_text) as (path, _):
             launched.append((command, workers, load_params(path)))
-        return 0
 
     monkeypatch.setattr(train.workers, "launch", launch)
     train.launch_workers(params, train.DENOISE)
@@ -36,21 +36,29 @@ index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 params = pathlib.Path(sys.argv[sys.argv.index("--params") + 1]).read_text()
 pathlib.Path(sys.argv[1]).joinpath(f"worker{index}").write_text(params)
 if index == 1:
+    print("Traceback (most recent call last):\\n  ...", file=sys.stderr)
+    print("ValueError: worker one cannot go on", file=sys.stderr)
     sys.exit(3)
 time.sleep(600)
 """
 
 
-def test_a_failing_worker_ends_the_others_and_its_status_is_the_launchers(tmp_path):
+def test_a_failing_worker_ends_the_others_and_fails_the_stage_in_one_line(tmp_path):
     """The chief would otherwise wait forever for the failed worker's share of a gradient sum.
     Each worker read the params it was given, from a file that is gone afterwards."""
     import psutil
 
+    from pipeline.core.errors import PipelineError
+
     def workers():
         return [p for p in psutil.Process().children() if str(tmp_path) in p.cmdline()]
 
-    status = train.workers.launch([sys.executable, "-c", WORKER, str(tmp_path)], 2, "seed: 7\n")
-    assert status == 3
+    with pytest.raises(PipelineError) as failed:
+        train.workers.launch([sys.executable, "-c", WORKER, str(tmp_path)], 2, "seed: 7\n")
+    assert str(failed.value) == (
+        "a training worker failed: worker 1 exited with status 3: "
+        "ValueError: worker one cannot go on"
+    )
     assert [(tmp_path / f"worker{i}").read_text() for i in (0, 1)] == ["seed: 7\n"] * 2
     assert workers() == []
 

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -7,7 +6,7 @@ from pipeline.core import processes
 from pipeline.core.errors import TrackingError
 from pipeline.core.paths import repository_root
 from pipeline.tracking import provenance, store
-from tests.conftest import free_port
+from tests.conftest import free_port, mlflow_server, stop_server
 
 
 def test_queue_copies_resolve_to_the_main_repository(tmp_path):
@@ -165,6 +164,13 @@ def test_unusable_tracking_uris_are_one_line(uri, message):
     assert "\n" not in str(caught.value)
 
 
+def test_a_store_path_that_is_a_directory_is_one_line_at_once(tmp_path):
+    """SQLAlchemy would retry opening it for about two minutes before failing."""
+    (tmp_path / "mlflow.db").mkdir()
+    with pytest.raises(TrackingError, match=r"mlflow\.db is unusable \(not a file"):
+        store.ensure_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 def test_lookups_never_create_or_adopt_a_store(tmp_path, monkeypatch):
     """verify, lineage and compare read the store: a mistyped path, an empty file or a SQLite
     file of something else is named, and nothing is written to it."""
@@ -195,7 +201,12 @@ def test_lookups_never_create_or_adopt_a_store(tmp_path, monkeypatch):
     assert RunFinder.open_existing() is None and not (tmp_path / "mlflow.db").exists()
 
 
-def _recorder_store(tmp_path, monkeypatch) -> str:
+@pytest.fixture
+def recorder_store(tmp_path, monkeypatch, empty_store) -> str:
+    """A store of this test's own, as the stage's recorder will find it."""
+    import shutil
+
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -221,6 +232,8 @@ def _stage_runs(uri):
 
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(store.experiment_name())
+    if experiment is None:
+        return {}
     return {
         run.data.tags.get("aepipe.role", run.info.run_name): run
         for run in client.search_runs([experiment.experiment_id])
@@ -241,10 +254,12 @@ def recorders_ended() -> None:
     assert not alive
 
 
-def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(tmp_path, monkeypatch):
+def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(
+    tmp_path, monkeypatch, recorder_store
+):
     from pipeline.tracking.recorder import recording
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     with recording("evaluate", _stage_tags(tmp_path), "a diff") as run:
         assert run.input_md5s == {"data/x.npy": "d41d8cd98f00b204e9800998ecf8427e"}
         run.log_params({"seed": 3})
@@ -267,10 +282,12 @@ def test_the_recorder_logs_what_the_stage_queued_and_ends_finished(tmp_path, mon
 @pytest.mark.parametrize(
     ("error", "status"), [(ValueError("stage bug"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )
-def test_the_recorder_ends_the_run_as_the_stage_ended(tmp_path, monkeypatch, error, status):
+def test_the_recorder_ends_the_run_as_the_stage_ended(
+    tmp_path, monkeypatch, recorder_store, error, status
+):
     from pipeline.tracking.recorder import recording
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     with pytest.raises(type(error)), recording("evaluate", _stage_tags(tmp_path), None) as run:
         run.log_params({"seed": 3})
         raise error
@@ -284,7 +301,7 @@ def test_the_recorder_ends_the_run_as_the_stage_ended(tmp_path, monkeypatch, err
     ("error", "status"), [(ValueError("stage bug"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )
 def test_a_stage_that_ends_before_its_run_opens_still_gets_its_status(
-    tmp_path, monkeypatch, error, status
+    tmp_path, monkeypatch, recorder_store, error, status
 ):
     """The race of a busy machine, made certain: the store stays locked until the stage has
     failed and stopped waiting for its recorder. The run still opens, and ends as the stage
@@ -293,7 +310,7 @@ def test_a_stage_that_ends_before_its_run_opens_still_gets_its_status(
 
     from pipeline.tracking import recorder
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     monkeypatch.setattr(recorder, "GRACE_S", 0.1)
     store = FileLock(tmp_path / ".aepipe" / "mlflow.lock")
     (tmp_path / ".aepipe").mkdir()
@@ -310,10 +327,12 @@ def test_a_stage_that_ends_before_its_run_opens_still_gets_its_status(
     assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == (status, status)
 
 
-def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(tmp_path, monkeypatch):
+def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(
+    tmp_path, monkeypatch, recorder_store
+):
     from pipeline.tracking.recorder import recording
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     with (
         pytest.raises(TrackingError, match=r"MLflow logging failed: .*no-such-file"),
         recording("evaluate", _stage_tags(tmp_path), None) as run,
@@ -325,10 +344,11 @@ def test_a_call_the_recorder_cannot_log_fails_the_stage_at_its_end(tmp_path, mon
     assert stage.data.params == {}
 
 
-def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path, monkeypatch):
+def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(
+    tmp_path, monkeypatch, recorder_store
+):
     from pipeline.tracking.recorder import recording
 
-    _recorder_store(tmp_path, monkeypatch)
     (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     worked = []
     with (
@@ -340,13 +360,12 @@ def test_a_store_the_recorder_cannot_open_fails_before_the_stage_works(tmp_path,
     assert not worked
 
 
-def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch):
+def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch, recorder_store):
     import psutil
 
     from pipeline.core.errors import PipelineError
     from pipeline.tracking.recorder import RECORDER_GONE, recording
 
-    _recorder_store(tmp_path, monkeypatch)
     with (
         pytest.raises(PipelineError, match=RECORDER_GONE),
         recording("evaluate", _stage_tags(tmp_path), None) as run,
@@ -362,10 +381,12 @@ def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch)
         run.log_params({"seed": 3})
 
 
-def test_ctrl_c_while_the_last_calls_are_logged_ends_the_run_killed(tmp_path, monkeypatch):
+def test_ctrl_c_while_the_last_calls_are_logged_ends_the_run_killed(
+    tmp_path, monkeypatch, recorder_store
+):
     from pipeline.tracking import recorder
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     waited = recorder.StageRun._reply
 
     def interrupted(self, patience, *kinds):
@@ -384,7 +405,9 @@ def test_ctrl_c_while_the_last_calls_are_logged_ends_the_run_killed(tmp_path, mo
     assert (runs["evaluate"].info.status, runs["pipeline"].info.status) == ("KILLED", "KILLED")
 
 
-def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(tmp_path, monkeypatch):
+def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(
+    tmp_path, monkeypatch, recorder_store
+):
     import socket
     import subprocess
     import sys
@@ -392,7 +415,7 @@ def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(tmp_path, monke
 
     from pipeline.tracking import recorder
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     ours, theirs = socket.socketpair()
     helper = subprocess.Popen(
         [sys.executable, "-m", "pipeline.tracking.recorder", str(theirs.fileno()), "1"],
@@ -408,7 +431,9 @@ def test_a_stage_gone_before_its_run_opened_gets_it_ended_killed(tmp_path, monke
     assert stage.data.tags["aepipe.ended_by"] == recorder.STAGE_DIED
 
 
-def test_verify_names_runs_left_running_by_a_process_that_has_ended(tmp_path, monkeypatch):
+def test_verify_names_runs_left_running_by_a_process_that_has_ended(
+    tmp_path, monkeypatch, recorder_store
+):
     """When every stage comes from DVC's run cache no stage sweeps them; verify must not then
     report that all is well."""
     import subprocess
@@ -421,7 +446,7 @@ def test_verify_names_runs_left_running_by_a_process_that_has_ended(tmp_path, mo
     from pipeline.tracking.finder import RunFinder
     from pipeline.tracking.tags import TAG_PROCESS, TAG_REPOSITORY
 
-    uri = _recorder_store(tmp_path, monkeypatch)
+    uri = recorder_store
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("autoencoder")
     runs = RunFinder(client, experiment, uri)
@@ -434,38 +459,6 @@ def test_verify_names_runs_left_running_by_a_process_that_has_ended(tmp_path, mo
     [finding] = check_running(runs)
     assert not finding.ok and finding.subject == f"MLflow run {orphan} (evaluate)"
     assert "`aepipe validate` marks it KILLED" in finding.message
-
-
-def mlflow_server(root, port: int):
-    """`mlflow server` on a SQLite store in `root`, answering on `port` (this test's own)."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{root / 'server.db'}", "--default-artifact-root", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    while True:
-        assert server.poll() is None, "mlflow server exited"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return server
-        except OSError:
-            time.sleep(0.5)
-
-
-def stop_server(server) -> None:
-    import signal
-
-    os.killpg(server.pid, signal.SIGTERM)  # the group this test started
-    server.wait(120)
 
 
 def test_a_server_that_stops_mid_stage_fails_it_in_one_line_and_its_runs_end_later(

@@ -136,8 +136,14 @@ def test_a_corrupted_model_file_is_named(tmp_path):
     path = tmp_path / "m.keras"
     model_files.save_model(model, path)
     data = bytearray(path.read_bytes())
-    path.write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(DataError, match=r"m.keras: not a loadable Keras model"):
+    path.write_bytes(bytes(data[: len(data) // 2]))  # truncated: not even a zip archive
+    with pytest.raises(DataError, match=r"m\.keras: not a Keras archive \(truncated or corrupted"):
+        model_files.load_model(path)
+    middle = len(data) // 2  # a zip whose members are damaged
+    path.write_bytes(
+        bytes(data[:middle]) + bytes(b ^ 0xFF for b in data[middle:-200]) + data[-200:]
+    )
+    with pytest.raises(DataError, match=r"m\.keras: not (a loadable Keras model|a Keras archive)"):
         model_files.load_model(path)
 
 
@@ -214,3 +220,21 @@ def test_vae_adds_its_kl_term_and_samples_only_while_training():
     assert not np.array_equal(vae(data, training=True), vae(data, training=True))
     vae(data, training=False)
     assert len(vae.losses) == 1 and float(vae.losses[0]) >= 0
+
+
+@pytest.mark.parametrize("kind", architectures.KINDS)
+def test_a_run_that_turns_to_nan_is_stopped_in_one_line_before_the_epoch_counts(kind):
+    """The kind of draw that once got through: seven training images, learning rate 1e5. An
+    epoch's training loss is taken before its steps and can be finite while the weights that
+    come out of them are not; the validation loss, after them, is not."""
+    data = blobs(7)
+    training.enable_determinism(0)
+    model = architectures.compile_for_training(architectures.build_autoencoder(4, kind, 0), 1e5)
+    reported = []
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: .* in epoch \d+ ") as stopped:
+        training.fit(
+            model, data, data, data, data, epochs=20, batch_size=7, seed=0,
+            jit_compile=architectures.uses_xla(kind), on_epoch_end=reported.append,
+        )  # fmt: skip
+    assert "\n" not in str(stopped.value)
+    assert all(np.isfinite([r.loss, r.val_loss]).all() for r in reported)

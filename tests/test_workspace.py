@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ops.workspace import restore
+from pipeline.experiments.workspace import restore
 from tests.conftest import run
 
 pytestmark = pytest.mark.e2e

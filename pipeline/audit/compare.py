@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.shell import git
 from pipeline.tracking.finder import RunFinder
-from pipeline.tracking.provenance import git
 
 DEFAULT_METRICS = ("denoiser_on_noisy.psnr", "basic_on_clean.psnr", "noisy_input.psnr")
 REPLICATE_METRICS = ("denoiser_on_noisy.psnr", "denoiser_on_noisy.ssim", "basic_on_clean.psnr")
@@ -42,24 +42,36 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+STALE = "params edited, not run"  # a workspace whose params.yaml is not what made its outputs
+
+
 def comparison(
-    rows: list[dict[str, Any]], params: list[str], metrics: list[str], runs: RunFinder | None
+    rows: list[dict[str, Any]],
+    params: list[str],
+    metrics: list[str],
+    runs: RunFinder | None,
+    stale_workspace: bool = False,
 ) -> list[dict[str, Any]]:
     table = []
     for row in rows:
         name = row.get("Experiment") or row.get("rev")
+        state = row.get("State") or ""
+        if stale_workspace and row.get("rev") == "workspace":
+            state = STALE
         link = "-"
-        if runs and row.get(DENOISER):
+        if runs and row.get(DENOISER) and state != STALE:
             link = _training_run_link(runs, row[DENOISER], row.get("Experiment") or "")
         table.append(
             {
                 "experiment": name,
                 "rev": row.get("rev"),
-                "state": row.get("State") or "",
+                "state": state,
                 **{key: row.get(key) for key in params},
-                # DVC shows the workspace's metrics for queued, running and failed experiments
+                # DVC shows the workspace's metrics for queued, running and failed experiments,
+                # and the last run's for an edited workspace
                 **{
-                    key: None if row.get("State") in UNFINISHED else row.get(key) for key in metrics
+                    key: None if state in UNFINISHED or state == STALE else row.get(key)
+                    for key in metrics
                 },
                 "mlflow_run": link,
             }
@@ -142,7 +154,14 @@ def compare(
     if metrics:
         check_columns(metrics, metric_keys(rows, set(all_params)), "--metric")
     chosen_params = params or changed_params(rows, all_params)
-    return comparison(rows, chosen_params, chosen_metrics, RunFinder.open_existing())
+    workspace = load_params(root / "params.yaml").flat()
+    return comparison(
+        rows,
+        chosen_params,
+        chosen_metrics,
+        RunFinder.open_existing(),
+        stale_workspace=not _workspace_ran_with(root, workspace),
+    )
 
 
 def experiment_params(root: Path, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -443,14 +462,21 @@ def replicate_figure(frame, table, path: Path) -> None:
 
 
 def compare_replicates(
-    root: Path, metrics: list[str] | None, baseline: str | None, revs: list[str] | None = None
+    root: Path,
+    metrics: list[str] | None,
+    baseline: str | None,
+    revs: list[str] | None = None,
+    names: set[str] | None = None,
 ):
-    """(runs frame, comparison table) for the experiments of HEAD or of `revs`."""
+    """(runs frame, comparison table) for the experiments of HEAD or of `revs` (only those named
+    in `names`, when given)."""
     from pipeline.core.config import load_params
 
     check_repository(root, revs)
     all_params = set(load_params(root / "params.yaml").flat())
     rows = experiment_rows(root, revs)
+    if names is not None:
+        rows = [row for row in rows if row.get("Experiment") in names]
     if metrics:
         check_columns(metrics, metric_keys(rows, all_params), "--metric")
     chosen = list(dict.fromkeys(metrics or REPLICATE_METRICS))

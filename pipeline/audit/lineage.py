@@ -17,6 +17,7 @@ import yaml
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import dvc_md5
+from pipeline.core.shell import git
 from pipeline.tracking import provenance
 from pipeline.tracking.finder import RUN_ID, RunFinder
 
@@ -97,14 +98,14 @@ class LockHistory:
         workspace_lock = root / "dvc.lock"
         if workspace_lock.is_file():
             self.records += parse_lock(workspace_lock.read_text(), WORKSPACE)
-        for commit in provenance.git(
+        for commit in git(
             "log", "--all", "--format=%H", "--", "dvc.lock", cwd=root, check=False
         ).split():
             self.records += parse_lock(
-                provenance.git("show", f"{commit}:dvc.lock", cwd=root, check=False), commit
+                git("show", f"{commit}:dvc.lock", cwd=root, check=False), commit
             )
         self.experiments = {}  # commit -> DVC experiment name
-        for line in provenance.git(
+        for line in git(
             "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", cwd=root, check=False
         ).splitlines():
             commit, ref = line.split(" ", 1)
@@ -173,11 +174,11 @@ def _unrecorded_note(path: str, history: LockHistory, have_runs: bool) -> str:
 
 
 def code_state(root: Path) -> dict[str, Any]:
-    git = provenance.git_state(root)
+    state = provenance.git_state(root)
     lock_changed = bool(
-        provenance.git("status", "--porcelain", "--", "dvc.lock", cwd=root, check=False).strip()
+        git("status", "--porcelain", "--", "dvc.lock", cwd=root, check=False).strip()
     )
-    return {"commit": git.commit, "code_dirty": git.dirty, "dvc_lock_uncommitted": lock_changed}
+    return {"commit": state.commit, "code_dirty": state.dirty, "dvc_lock_uncommitted": lock_changed}
 
 
 def recorded_output(target: str, root: Path, history: LockHistory) -> str | None:

@@ -8,13 +8,22 @@ terminal closed) end as "interrupted", exit status 130, after the command's own 
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import os
+import platform
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.core import interrupts, params_guard
+import psutil
+
+from pipeline.core import interrupts, params_guard, paths, processes
 from pipeline.core.config import load_params
 from pipeline.core.errors import PipelineError
 
@@ -76,18 +85,60 @@ def file_error(exc: OSError) -> str:
     return f"{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
-def _runs_the_code_here() -> None:
+def runs_the_code_here(root: Path | None = None) -> None:
     """DVC runs `python -m pipeline.stages.<name>` in the repository (a queued experiment: in its
-    temporary copy) so that this copy's code runs. `PYTHONSAFEPATH` would make Python take an
-    installed copy instead; refuse rather than run other code than `dvc.yaml` tracks."""
+    temporary copy) so that this copy's code runs, and a sweep's Ray workers import the code of
+    the directory it was started in. `PYTHONSAFEPATH`, or an `aepipe` installed from another
+    checkout, would run other code than `dvc.yaml` tracks: refuse."""
     import pipeline
 
-    here, loaded = Path.cwd() / "pipeline", Path(pipeline.__file__).parent
+    here, loaded = (root or Path.cwd()) / "pipeline", Path(pipeline.__file__).parent
     if here.is_dir() and here.resolve() != loaded.resolve():
         raise PipelineError(
-            f"this stage would run the code in {loaded}, not this repository's {here} "
-            "(is PYTHONSAFEPATH set? unset it)"
+            f"this runs the code in {loaded}, not this repository's {here} (is PYTHONSAFEPATH "
+            "set, or aepipe installed from another checkout? run `python -m pipeline` here)"
         )
+
+
+def end_with_the_pipeline() -> None:
+    """A stage dies with the `dvc repro` / `dvc exp run` that started it: when that process is
+    gone (killed), the stage gets SIGTERM, so it ends its MLflow run KILLED and writes nothing
+    more, rather than train on unseen and overwrite a model a minute later. A stage run by hand
+    has no such process."""
+    pipeline = processes.pipeline_process()
+    if pipeline.pid == os.getpid():
+        return
+    identity = processes.process_identity(pipeline)
+
+    def watch() -> None:
+        while not processes.process_gone(identity):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="end-with-the-pipeline").start()
+
+
+SYSTEM_TMPDIR = "AEPIPE_SYSTEM_TMPDIR"  # the temporary directory the stage's own replaced
+
+
+def private_temporary_directory() -> None:
+    """Temporary files of this stage and of the workers it starts (TensorFlow's generated code,
+    scikit-learn's and MLflow's scratch files) under `.aepipe/tmp/<process>`: removed when the
+    stage ends, and, for a stage killed outright, when the next stage starts. The recorder, which
+    may outlive the stage, keeps the system's."""
+    root = paths.STATE_DIR / "tmp"
+    host = platform.node()
+    for directory in root.glob("*-*"):  # <pid>-<start time>, of a process of this machine
+        if processes.process_gone(f"{host}:{directory.name.replace('-', ':', 1)}"):
+            shutil.rmtree(directory, ignore_errors=True)
+    _, pid, started = processes.process_identity(psutil.Process()).split(":")
+    private = root / f"{pid}-{started}"
+    private.mkdir(parents=True, exist_ok=True)
+    private = private.resolve()  # the stage's workers may run elsewhere
+    os.environ.setdefault(SYSTEM_TMPDIR, tempfile.gettempdir())
+    os.environ["TMPDIR"] = str(private)
+    tempfile.tempdir = str(private)
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
 
 
 def stage_main(
@@ -108,7 +159,9 @@ def stage_main(
     given = {argument: getattr(args, argument) for argument in choices or {}}
 
     def command() -> None:
-        _runs_the_code_here()
+        runs_the_code_here()
+        end_with_the_pipeline()
+        private_temporary_directory()
         params = load_params(args.params)
         params_guard.remember(args.params, params)
         run(params, **given)

@@ -75,12 +75,12 @@ def _is_dvc_command(argv: list[str]) -> bool:
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
-def die_with_parent(parent: int) -> None:
-    """In a child process of `parent` (its pid): be killed outright when the parent dies (Linux;
-    a no-op elsewhere), so that a SIGKILL of a stage leaves none of its workers running. A parent
-    that died before this call ends the child at once."""
+def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
+    """In a child process of `parent` (its pid): get `signum` (SIGKILL: be killed outright) when
+    the parent dies (Linux; a no-op elsewhere), so that a SIGKILL of a stage leaves none of its
+    workers running. A parent that died before this call ends the child at once."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent:
         os._exit(1)

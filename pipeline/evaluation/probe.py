@@ -22,6 +22,9 @@ from pipeline.core import processes
 from pipeline.evaluation.parallel import usable_cores
 
 MAX_ITER = 500
+# Below this many training rows a probe takes well under a second, less than starting a worker
+# process (about one second of imports): the probes then run in this process.
+MIN_ROWS_FOR_WORKERS = 4000
 
 
 def probe_accuracy(
@@ -77,12 +80,12 @@ def probes_started(
     """`probe_accuracies`, started in the background: the probes run in worker processes, one
     per usable core, while the caller goes on; the yielded function waits for their scores.
     Each probe is single-threaded, so the scores do not depend on where or beside what it ran.
-    With one usable core the probes run when their scores are asked for."""
+    With one usable core, or little data, the probes run when their scores are asked for."""
     arguments = [
         (train_x, train_labels, test_x, test_labels) for train_x, test_x in features.values()
     ]
     workers = min(len(arguments), usable_cores())
-    if workers < 2:
+    if workers < 2 or len(train_labels) < MIN_ROWS_FOR_WORKERS:
         yield lambda: dict(zip(features, (probe_accuracy(*a) for a in arguments), strict=True))
         return
     context = multiprocessing.get_context("spawn")  # not fork: BLAS and joblib threads run here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
@@ -26,6 +27,8 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: missing (run the stage that writes it: `dvc repro`)")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a Keras archive (truncated or corrupted); rerun its stage")
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:  # Keras raises many kinds on a corrupted archive

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -91,37 +92,74 @@ def params_file(text: str) -> Iterator[tuple[Path, tuple[int, ...]]]:
         yield path, ()
 
 
-def launch(command: list[str], workers: int, params_text: str) -> int:
-    """Run `command --params <file holding params_text>` as `workers` cooperating processes on
-    this machine, each with its TF_CONFIG.
+PORT_TAKEN = "Could not start gRPC server"  # TensorFlow, when another program took a port
 
-    Only the chief's standard output is shown; the exit status is the first non-zero one.
+
+def launch(command: list[str], workers: int, params_text: str) -> None:
+    """Run `command --params <file holding params_text>` as `workers` cooperating processes on
+    this machine, each with its TF_CONFIG; raise in one line naming the first that failed.
+
+    Only the chief's standard output is shown; what the workers print on stderr is kept and
+    shown afterwards (the chief's), or quoted in the error (a failed worker's). The ports are
+    chosen free just before the workers bind them; one another program takes meanwhile makes
+    TensorFlow fail, and the launch is tried once more with other ports.
     """
-    with params_file(params_text) as (path, descriptors):
-        started = [
-            subprocess.Popen(
-                [*command, "--params", str(path)],
-                env={**os.environ, "TF_CONFIG": config},
-                stdout=None if index == 0 else subprocess.DEVNULL,
-                pass_fds=descriptors,
-                preexec_fn=functools.partial(processes.die_with_parent, os.getpid()),
-            )
-            for index, config in enumerate(tf_configs(workers))
-        ]
+    for attempt in (1, 2):
+        failure = _launch_once(command, workers, params_text)
+        if failure is None:
+            return
+        if PORT_TAKEN not in failure or attempt == 2:
+            raise PipelineError(f"a training worker failed: {failure}")
+
+
+def _launch_once(command: list[str], workers: int, params_text: str) -> str | None:
+    """One launch; None if every worker succeeded, else the first failure in one line."""
+    with (
+        params_file(params_text) as (path, descriptors),
+        tempfile.TemporaryDirectory(prefix="aepipe-workers-") as logs,
+    ):
+        errors = [Path(logs) / f"worker{index}.err" for index in range(workers)]
+        started = []
+        for index, config in enumerate(tf_configs(workers)):
+            with open(errors[index], "wb") as stderr:
+                started.append(
+                    subprocess.Popen(
+                        [*command, "--params", str(path)],
+                        env={**os.environ, "TF_CONFIG": config},
+                        stdout=None if index == 0 else subprocess.DEVNULL,
+                        stderr=stderr,
+                        pass_fds=descriptors,
+                        preexec_fn=functools.partial(processes.die_with_parent, os.getpid()),
+                    )
+                )
         try:
-            return _first_failure(started)
+            failed = _first_failure(started)
         finally:
             _end(started)
+        sys.stderr.write(errors[0].read_text(errors="replace"))  # the chief's, as it would be
+        if failed is None:
+            return None
+        index, code = failed
+        return f"worker {index} exited with status {code}: {_last_error(errors[index])}"
 
 
-def _first_failure(started: list[subprocess.Popen]) -> int:
-    """Wait until every worker has exited with 0 (return 0), or one has failed (its status)."""
+def _last_error(log: Path) -> str:
+    """The line that says what went wrong: the stage's own one line, else the last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    own = next((line for line in reversed(lines) if line.startswith("aepipe ")), None)
+    return own or (lines[-1] if lines else "no message")
+
+
+def _first_failure(started: list[subprocess.Popen]) -> tuple[int, int] | None:
+    """Wait until every worker has exited with 0 (None), or one has failed: (its index, its
+    status)."""
     while True:
         codes = [worker.poll() for worker in started]
-        if failed := next((code for code in codes if code), None):
+        failed = next(((index, code) for index, code in enumerate(codes) if code), None)
+        if failed:
             return failed
         if all(code == 0 for code in codes):
-            return 0
+            return None
         time.sleep(0.2)
 
 

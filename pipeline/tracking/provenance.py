@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.core.shell import git
+
 TRACKED_PACKAGES = ("tensorflow-cpu", "keras", "dvc", "mlflow", "numpy")
 
 
@@ -24,12 +26,6 @@ class GitState:
 
 # Files that `dvc repro` itself rewrites; changes to them say nothing about the code.
 OUTPUT_PATHSPEC = (":(exclude)dvc.lock", ":(exclude)reports")
-
-
-def git(*args: str, cwd: Path, check: bool = True) -> str:
-    """The output of `git <args>` in `cwd`; with `check=False`, "" where git fails."""
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    return result.stdout if result.returncode == 0 else ""
 
 
 def git_state(cwd: Path | None = None) -> GitState:

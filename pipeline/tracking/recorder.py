@@ -204,7 +204,7 @@ def recording(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[St
             [*command, str(os.getpid())],
             pass_fds=(theirs.fileno(),),
             start_new_session=True,  # Ctrl-C at the terminal is the stage's to handle
-            env={**os.environ, "PYTHONPATH": code},  # this copy of the code
+            env=_recorder_environment(code),
         )
         theirs.close()
         connection = Connection(ours.detach())
@@ -231,6 +231,17 @@ def recording(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[St
             with contextlib.suppress(subprocess.TimeoutExpired):
                 # Not killed if it is still busy: it ends the run with the status it was sent.
                 recorder.wait(None if status == "FINISHED" else GRACE_S)
+
+
+def _recorder_environment(code: str) -> dict[str, str]:
+    """The stage's environment with this copy of the code first, and the system's temporary
+    directory (the stage's own is removed when the stage ends; the recorder may outlive it)."""
+    from pipeline.core.entry import SYSTEM_TMPDIR
+
+    environment = {**os.environ, "PYTHONPATH": code}
+    if system := environment.pop(SYSTEM_TMPDIR, None):
+        environment["TMPDIR"] = system
+    return environment
 
 
 def serve(connection: Connection, stage: str, tags: dict[str, str], diff: str | None) -> None:

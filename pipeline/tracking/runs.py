@@ -8,6 +8,7 @@ experiment) that joins it to `dvc.lock`; and the runs a killed process left RUNN
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from pipeline.tracking.store import (
     store_lock,
 )
 from pipeline.tracking.tags import (
+    SWEEP_RUN_ENV,
     TAG_DEP,
     TAG_GROUP,
     TAG_OUT,
@@ -36,6 +38,7 @@ from pipeline.tracking.tags import (
     TAG_REPOSITORY,
     TAG_ROLE,
     TAG_STAGE,
+    TAG_SWEEP,
     recorded_training_code,
     replicate_group,
     tagged_md5s,
@@ -72,6 +75,8 @@ def _parent_run_id(
     name = tags.get("dvc.exp_name") or f"repro@{tags['git.commit'][:7]}"
     shared = {k: v for k, v in tags.items() if k != TAG_STAGE and not k.startswith(TAG_DEP)}
     shared[TAG_PROCESS] = pipeline_identity
+    if sweep := tags.get(TAG_SWEEP):  # a cell of `aepipe sweep`: nested under the sweep's run
+        shared["mlflow.parentRunId"] = sweep
     run = client.create_run(experiment_id, run_name=name, tags={**shared, TAG_ROLE: "pipeline"})
     return run.info.run_id
 
@@ -153,6 +158,8 @@ def lineage_tags(
         "mlflow.source.git.commit": git.commit,
     }
     tags.update({f"dvc.exp_{key}": value for key, value in provenance.dvc_experiment().items()})
+    if sweep := os.environ.get(SWEEP_RUN_ENV):
+        tags[TAG_SWEEP] = sweep
     tags.update(
         {f"version.{name}": version for name, version in provenance.package_versions().items()}
     )
@@ -196,6 +203,9 @@ class RunLogger:
                 parent_id = _parent_run_id(
                     client, experiment_id, tags[TAG_GROUP], tags, pipeline_identity
                 )
+            # Running again while this stage runs (the previous stage ended it): a pipeline
+            # killed before its next stage opens a run is then not left looking FINISHED.
+            client.update_run(parent_id, status="RUNNING")
             tags["mlflow.parentRunId"] = parent_id
             run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
             if diff:  # the commit alone does not say which code ran

@@ -108,6 +108,8 @@ def ensure_reachable(uri: str) -> None:
         database = Path(uri.removeprefix("sqlite:///"))
         if not database.parent.is_dir():
             raise TrackingError(f"MLflow store {uri}: directory {database.parent} does not exist")
+        if database.exists() and not database.is_file():
+            raise TrackingError(corrupted_store(uri, "not a file: a directory or a device"))
         if database.is_file() and database.stat().st_size:
             with open(database, "rb") as handle:
                 if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
@@ -148,10 +150,11 @@ def experiment_name() -> str:
 
 
 def store_lock() -> contextlib.AbstractContextManager:
-    """Serialises check-then-write sequences on the embedded store across processes."""
-    _, artifact_dir = configured_uri()
-    if artifact_dir is None:
+    """Serialises check-then-write sequences on a SQLite store across processes (the embedded
+    one, or one named by MLFLOW_TRACKING_URI, as a sweep's cells on one machine share it)."""
+    uri, _ = configured_uri()
+    if not uri.startswith("sqlite:///"):
         return contextlib.nullcontext()  # a server: its database handles concurrency
-    lock_dir = artifact_dir.parent / paths.STATE_DIR
+    lock_dir = Path(uri.removeprefix("sqlite:///")).parent / paths.STATE_DIR
     lock_dir.mkdir(exist_ok=True)
     return FileLock(lock_dir / "mlflow.lock")

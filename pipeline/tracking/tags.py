@@ -17,6 +17,9 @@ TAG_OUT = "dvc.out."  # + path -> md5, as DVC records it
 TAG_REPLICATE_GROUP = "aepipe.replicate_group"  # the same for runs that differ only in `seed`
 TAG_BENCHMARK = "aepipe.benchmark"  # on evaluate runs: the test their scores were measured on
 TAG_ROLE_COMPARISON = "comparison"  # `aepipe compare --log`
+TAG_ROLE_SWEEP = "sweep"  # the parent run of an `aepipe sweep`
+TAG_SWEEP = "aepipe.sweep"  # on every run of a sweep's cells: the sweep's parent run
+SWEEP_RUN_ENV = "AEPIPE_SWEEP_RUN"  # how a cell's stages learn that run's id
 
 
 TAG_TRAINING_CODE = "aepipe.training_code"  # md5s of the code the models were trained with

@@ -13,8 +13,8 @@ printed, before DVC replaces it.
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,18 +23,11 @@ import yaml
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import dvc_md5, file_digest
-from pipeline.tracking.provenance import git
+from pipeline.core.shell import dvc, dvc_error, git
 
 SAVED_DIR = paths.STATE_DIR / "saved"
 
 RESTORED = ("params.yaml", "dvc.lock")
-
-
-def dvc_error(stderr: str) -> str:
-    """What a failed `dvc` command said, in one line: its `ERROR:` line, else its first line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    error = next((line for line in lines if line.startswith("ERROR")), None)
-    return error.removeprefix("ERROR: ") if error else (lines[0] if lines else "failed")
 
 
 def restore(root: Path) -> list[str]:
@@ -53,9 +46,7 @@ def restore(root: Path) -> list[str]:
     if changed:
         git("checkout", "HEAD", "--", *changed, cwd=root)
         done.append(f"restored {', '.join(changed)}: back to the last commit")
-    result = subprocess.run(
-        ["dvc", "checkout", "--force"], cwd=root, capture_output=True, text=True, check=False
-    )
+    result = dvc("checkout", "--force", cwd=root)
     if result.returncode != 0:
         raise PipelineError(
             f"dvc checkout could not restore every output ({dvc_error(result.stderr)}): "
@@ -93,7 +84,7 @@ def save_uncached(root: Path) -> list[tuple[str, Path]]:
 
     cache = Repo(str(root)).cache.local
     saved = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # two restores at once: two
     for name, md5 in _lock_outputs(root).items():
         path = root / name
         if not path.exists() or dvc_md5(path) == md5 or _in_cache(cache, path):

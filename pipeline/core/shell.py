@@ -1,0 +1,39 @@
+"""The git and DVC commands the project runs, and what a failed one said, in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+# DVC as a module of this Python: the same installation whatever PATH holds.
+DVC = (sys.executable, "-m", "dvc")
+
+
+def git(*args: str, cwd: Path, check: bool = True) -> str:
+    """The output of `git <args>` in `cwd`; with `check=False`, "" where git fails."""
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def dvc(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, own_session: bool = False
+) -> subprocess.CompletedProcess:
+    """`dvc <args>` in `cwd`, its output captured (check `returncode`, quote `dvc_error`); with
+    `own_session`, out of reach of the terminal's Ctrl-C (for a command that must not be cut)."""
+    return subprocess.run(
+        [*DVC, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        start_new_session=own_session,
+    )
+
+
+def dvc_error(stderr: str) -> str:
+    """What a failed `dvc` command said, in one line: its `ERROR:` line, else its first line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    error = next((line for line in lines if line.startswith("ERROR")), None)
+    return error.removeprefix("ERROR: ") if error else (lines[0] if lines else "failed")

@@ -1,0 +1,109 @@
+"""The MLflow side of `aepipe sweep`: one parent run per sweep, the cells' pipeline runs nested
+under it (their stages learn its id from `AEPIPE_SWEEP_RUN`), the comparison logged to it.
+
+A sweep is known by its name. Its parent run records what it runs (the commit and the cells, as
+a digest): running the same sweep again resumes that run; another sweep under the same name is
+refused, as is a second driver of a sweep that runs now.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipeline.core import processes
+from pipeline.core.errors import PipelineError
+from pipeline.tracking.runs import TAG_ENDED_BY, project_experiment_id
+from pipeline.tracking.store import configured_uri, ensure_reachable, store_errors, store_lock
+from pipeline.tracking.tags import TAG_PROCESS, TAG_ROLE, TAG_ROLE_SWEEP, TAG_SWEEP
+
+TAG_SWEEP_NAME = "aepipe.sweep_name"
+TAG_SWEEP_SPEC = "aepipe.sweep_spec"  # digest of the commit and the cells
+TAG_FAILED_CELLS = "aepipe.failed_cells"
+MAX_TAG_LENGTH = 5000
+
+
+class SweepRun:
+    """The parent run of one sweep in the configured tracking store."""
+
+    def __init__(self, client: Any, experiment_id: str, run_id: str, uri: str):
+        self.client, self.experiment_id, self.run_id, self.uri = client, experiment_id, run_id, uri
+
+    @classmethod
+    def open(cls, name: str, spec: str, commit: str, cells: int) -> tuple[SweepRun, bool]:
+        """The sweep's run, started or resumed; True if resumed. Refuses another sweep of this
+        name, and a sweep whose driver still runs."""
+        uri, artifact_dir = configured_uri()
+        ensure_reachable(uri)
+        import mlflow
+
+        with store_errors(uri):
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            with store_lock():
+                experiment_id = project_experiment_id(client, artifact_dir)
+                query = (
+                    f"tags.`{TAG_ROLE}` = '{TAG_ROLE_SWEEP}' and tags.`{TAG_SWEEP_NAME}` = '{name}'"
+                )
+                found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+                me = processes.process_identity(psutil.Process())
+                if found:
+                    run = found[0]
+                    _refuse_another(run, name, spec)
+                    client.update_run(run.info.run_id, status="RUNNING")
+                    client.set_tag(run.info.run_id, TAG_PROCESS, me)
+                    return cls(client, experiment_id, run.info.run_id, uri), True
+                tags = {
+                    TAG_ROLE: TAG_ROLE_SWEEP,
+                    TAG_SWEEP_NAME: name,
+                    TAG_SWEEP_SPEC: spec,
+                    TAG_PROCESS: me,
+                    "git.commit": commit,
+                    "aepipe.cells": str(cells),
+                }
+                run = client.create_run(experiment_id, run_name=name, tags=tags)
+        return cls(client, experiment_id, run.info.run_id, uri), False
+
+    def link(self) -> str:
+        from pipeline.tracking.finder import RunFinder
+
+        return RunFinder(self.client, self.experiment_id, self.uri).link(self.run_id)
+
+    def end_cell_runs(self, reason: str) -> int:
+        """Mark KILLED the runs of this sweep's cells still RUNNING (their cell has ended: was
+        cancelled, or its worker died); return how many."""
+        query = f"tags.`{TAG_SWEEP}` = '{self.run_id}' and attributes.status = 'RUNNING'"
+        with store_errors(self.uri):
+            running = self.client.search_runs(
+                [self.experiment_id], filter_string=query, max_results=5000
+            )
+            for run in running:
+                self.client.set_tag(run.info.run_id, TAG_ENDED_BY, reason)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(running)
+
+    def end(self, status: str, files: list[Path], failed: list[str]) -> None:
+        """Log `files` under `comparison/`, name the failed cells, end the run with `status`."""
+        with store_errors(self.uri):
+            for path in files:
+                self.client.log_artifact(self.run_id, str(path), "comparison")
+            self.client.set_tag(self.run_id, TAG_FAILED_CELLS, " ".join(failed)[:MAX_TAG_LENGTH])
+            self.client.set_terminated(self.run_id, status, end_time=int(time.time() * 1000))
+
+
+def _refuse_another(run: Any, name: str, spec: str) -> None:
+    tags = run.data.tags
+    if tags.get(TAG_SWEEP_SPEC) != spec:
+        raise PipelineError(
+            f"a sweep named {name} with other settings or another commit exists (MLflow run "
+            f"{run.info.run_id}); choose another --name"
+        )
+    driver = tags.get(TAG_PROCESS, "")
+    if run.info.status == "RUNNING" and driver and not processes.process_gone(driver):
+        host, _, rest = driver.partition(":")
+        raise PipelineError(
+            f"sweep {name} is running (its driver, pid {rest.partition(':')[0]} on {host}); "
+            "wait for it to end, or stop it with Ctrl-C there"
+        )
