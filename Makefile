@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make repro   set up .venv from requirements.lock, then `dvc repro` on params.yaml
-#   make test    set up .venv, then the whole test suite (what CI runs)
+#   make test    set up .venv, then lint, types and the whole test suite (what CI runs)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench lint lock ui clean-venv
+.PHONY: setup repro test test-fast bench bench-sweep lint types docs plots lock ui clean-venv
 
 setup: $(STAMP)
 
@@ -22,8 +22,12 @@ $(STAMP): requirements.lock pyproject.toml
 repro: setup
 	dvc repro
 
-test: setup
+test: lint types
 	python -m pytest
+
+# Everything but the end-to-end tests (which run the real pipeline): about a minute.
+test-fast: lint types
+	python -m pytest -m "not e2e"
 
 # Training speed against the tutorial's script, and end-to-end times (several minutes).
 bench: setup
@@ -33,15 +37,33 @@ lint: setup
 	ruff check pipeline tests benchmarks
 	ruff format --check pipeline tests benchmarks
 
+types: setup
+	mypy pipeline
+
+# The figures the documents quote, rewritten from the outputs (the tests check them).
+docs: setup
+	aepipe docs
+
+# DVC's plots page, readable offline: make plots (workspace against the last commit), or
+# make plots REVS="main <experiment>".
+plots: setup
+	aepipe plots $(REVS)
+
+# The same 2 x 3 sweep through DVC's queue and through `aepipe sweep` on Ray (several minutes).
+bench-sweep: setup
+	python benchmarks/sweep.py --default-cell
+
 # Re-pin every dependency (exact versions and hashes) after editing pyproject.toml.
 lock: setup
 	pip-compile --quiet --generate-hashes --extra dev --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 # MLflow's UI opens on its GenAI view unless told otherwise; the project's runs are model training.
+PORT ?= 5000
 ui: setup
-	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments/1?workflowType=machine_learning"
+	AEPIPE_UI=http://127.0.0.1:$(PORT) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+		--host 127.0.0.1 --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -53,14 +53,27 @@ def _validate(args: argparse.Namespace) -> None:
         print(f"marked KILLED {len(ended)} MLflow run(s) whose process had ended")
 
 
-def _params_table(args: argparse.Namespace) -> None:
-    from pipeline.core.params_table import params_table, with_table
+def _docs(args: argparse.Namespace) -> int:
+    from pipeline.audit.documents import update
+    from pipeline.core.paths import repository_root
 
-    table = params_table(load_params(args.params))
-    if args.write is None:
-        print(table, end="")
-    else:
-        args.write.write_text(with_table(args.write.read_text(), table))
+    lines = update(repository_root(), check=args.check)
+    for line in lines:
+        print(line)
+    if args.check and lines:
+        print("run `aepipe docs` to write them from the outputs", file=sys.stderr)
+        return 1
+    if not lines:
+        print("every generated block is as the outputs say")
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> None:
+    from pipeline.audit.plots import write_plots
+    from pipeline.core.paths import repository_root
+
+    page = write_plots(repository_root(), args.revisions, args.out)
+    print(f"open {page} (it needs no network)")
 
 
 def _lineage(args: argparse.Namespace) -> None:
@@ -90,7 +103,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> None:
     import json
 
-    from pipeline.audit import compare
+    from pipeline.audit import compare, tables
     from pipeline.core.paths import repository_root
 
     root = repository_root()
@@ -101,7 +114,7 @@ def _compare(args: argparse.Namespace) -> None:
     if args.experiments:
         table = compare.compare(root, args.param, args.metric, args.rev)
         text = json.dumps(table, indent=2, default=str) if args.format == "json" else None
-        print(text or compare.markdown(table), end="")
+        print(text or tables.markdown(table), end="")
         return
     if args.figure:
         compare.check_figure_path(args.figure)
@@ -113,13 +126,13 @@ def _compare(args: argparse.Namespace) -> None:
         names = set(found)
     frame, table = compare.compare_replicates(root, args.metric, args.baseline, revs, names)
     rendered = {
-        "md": compare.replicate_markdown(table),
+        "md": tables.replicate_markdown(table),
         "csv": table.to_csv(index=False),
         "json": table.to_json(orient="records", indent=2) + "\n",
     }
     print(rendered[args.format], end="")
     if args.figure:
-        compare.replicate_figure(frame, table, args.figure)
+        tables.replicate_figure(frame, table, args.figure)
     if args.log:
         import tempfile
 
@@ -130,7 +143,7 @@ def _compare(args: argparse.Namespace) -> None:
             for file, text in zip(files, rendered.values(), strict=True):
                 file.write_text(text)
             files.append(Path(scratch) / "comparison.png")
-            compare.replicate_figure(frame, table, files[-1])
+            tables.replicate_figure(frame, table, files[-1])
             baseline = table.iloc[0]["experiments"]
             link = log_comparison(files, list(frame["experiment"]), baseline)
         print(f"logged to MLflow: {link}", file=sys.stderr)
@@ -220,13 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
         _validate,
         "check params.yaml against the schema; end MLflow runs a killed process left RUNNING",
     )
-    table = add("params-table", _params_table, "print the README's params table (from the schema)")
-    table.add_argument(
-        "--write",
-        type=Path,
-        metavar="README.md",
-        help="replace the table between the params-table markers of this file",
+    docs = add(
+        "docs",
+        _docs,
+        "write the figures README.md and docs/ quote from the outputs (params, metrics, tables)",
     )
+    docs.add_argument(
+        "--check", action="store_true", help="write nothing; name the blocks that differ"
+    )
+    plots = add(
+        "plots", _plots, "DVC's plots page of some revisions or experiments, readable offline"
+    )
+    plots.add_argument(
+        "revisions",
+        nargs="*",
+        metavar="REV",
+        help="commits or experiments (none: the workspace against the last commit)",
+    )
+    plots.add_argument("-o", "--out", type=Path, default=Path("dvc_plots"), help="(dvc_plots)")
     lineage = add("lineage", _lineage, "how a model, DVC output or MLflow run was made")
     lineage.add_argument("target", help="a file (e.g. models/denoise.keras) or an MLflow run id")
     lineage.add_argument("--json", action="store_true", help="print JSON")

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from pipeline.audit import compare, lineage
+from pipeline.audit import compare, configurations, lineage
 from pipeline.audit.lineage import LockHistory, StageRecord
 from pipeline.core.errors import PipelineError
 from tests.conftest import error_message
@@ -102,8 +102,8 @@ def test_the_workspace_counts_only_when_every_stage_ran_with_its_params(tmp_path
     }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     ran = {"train_denoise.epochs": 10, "evaluate.n_examples": 5}
-    assert compare._workspace_ran_with(tmp_path, ran)
-    assert not compare._workspace_ran_with(tmp_path, {**ran, "train_denoise.epochs": 12})
+    assert configurations._workspace_ran_with(tmp_path, ran)
+    assert not configurations._workspace_ran_with(tmp_path, {**ran, "train_denoise.epochs": 12})
 
 
 def test_experiments_sharing_a_model_file_each_link_their_own_training_run():
@@ -126,6 +126,6 @@ def test_an_edited_workspace_shows_no_metrics_of_another_run():
         {"Experiment": "x", "rev": "abc", "train_basic.epochs": 10, "a.psnr": 11.83},
     ]
     table = compare.comparison(rows, ["train_basic.epochs"], ["a.psnr"], None, True)
-    assert table[0]["state"] == compare.STALE and table[0]["a.psnr"] is None
+    assert table[0]["state"] == configurations.STALE and table[0]["a.psnr"] is None
     assert table[1]["a.psnr"] == 11.83
     assert compare.comparison(rows, [], ["a.psnr"], None)[0]["a.psnr"] == 11.83

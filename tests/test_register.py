@@ -25,7 +25,7 @@ def test_champions_are_per_benchmark():
     assert champion_alias(small) == "champion-noise1e-05-seed1-test10000-v2"
 
 
-SPREAD = registry.SEED_SPREAD_DB["noise0_4-seed1-test10000-v2"]
+SPREAD = registry.SEED_SPREAD_DECIBELS["noise0_4-seed1-test10000-v2"]
 
 
 def candidate(score=19.5, group="g-new", code="c1"):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pipeline.audit import compare
+from pipeline.audit import configurations, tables
 from pipeline.core import shell
 from pipeline.core.config import parse_params
 from pipeline.core.errors import ParamsError, PipelineError
@@ -105,9 +105,11 @@ def frame_of(runs, code="c1"):
 def test_runs_of_one_configuration_trained_by_other_code_are_marked():
     old = frame_of([(f"a{s}", flat(seed=s), 19.5 + s / 100) for s in range(2)], code="c1")
     new = frame_of([(f"b{s}", flat(seed=s), 19.5 + s / 100) for s in range(2, 4)], code="c2")
-    table = compare.replicate_comparison(pd.concat([old, new]), ["denoiser_on_noisy.psnr"], None)
+    table = configurations.replicate_comparison(
+        pd.concat([old, new]), ["denoiser_on_noisy.psnr"], None
+    )
     assert list(table["configuration"]) == ["baseline *"] and table.iloc[0]["n"] == 4
-    assert "* runs trained by different code" in compare.replicate_markdown(table)
+    assert "* runs trained by different code" in tables.replicate_markdown(table)
 
 
 def test_a_metric_that_is_not_a_number_gives_no_verdict():
@@ -129,7 +131,7 @@ def test_experiments_that_differ_only_in_seed_form_one_configuration():
         ("lr2", flat(seed=2, train_basic__learning_rate=0.002), 19.50),
         ("n2", flat(seed=0, noise__factor=0.2), 22.6),
     ]
-    table = compare.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], None)
+    table = configurations.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], None)
     by_label = table.set_index("configuration")
     assert list(table["configuration"]) == [
         "baseline",
@@ -142,17 +144,17 @@ def test_experiments_that_differ_only_in_seed_form_one_configuration():
     assert lr["verdict"] == "better"  # +0.02 on each of the three seeds
     noise = by_label.loc["noise.factor=0.2"]
     assert noise["verdict"] == "no verdict: one seed (other benchmark)"
-    markdown = compare.replicate_markdown(table)
+    markdown = tables.replicate_markdown(table)
     assert "| train_basic.learning_rate=0.002 | denoiser_on_noisy.psnr | +0.0233 |" in markdown
     assert "| noise.factor=0.2 | 1 | 0 | 22.6000 ± - - |" in markdown
-    by_lr = compare.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], "lr1")
+    by_lr = configurations.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], "lr1")
     assert by_lr.iloc[0]["experiments"] == "lr0 lr1 lr2"
 
 
 def test_a_better_psnr_on_easier_noise_is_only_higher():
     runs = [(f"a{s}", flat(seed=s), 19.5 + s / 100) for s in range(3)]
     runs += [(f"b{s}", flat(seed=s, noise__factor=0.2), 22.6 + s / 90) for s in range(3)]
-    table = compare.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], None)
+    table = configurations.replicate_comparison(frame_of(runs), ["denoiser_on_noisy.psnr"], None)
     assert table.iloc[1]["verdict"] == "higher (other benchmark)"
 
 
@@ -266,7 +268,9 @@ def test_ctrl_c_while_replicates_are_queued_takes_back_every_one(tmp_path, monke
 def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkeypatch):
     from tests.conftest import REPO_ROOT
 
-    monkeypatch.setattr(compare, "experiment_params", lambda root, row: flat(seed=row["seed"]))
+    monkeypatch.setattr(
+        configurations, "experiment_params", lambda root, row: flat(seed=row["seed"])
+    )
     metric = "denoiser_on_noisy.psnr"
     rows = [
         {"rev": "a1", "Experiment": "kept", "seed": 0, metric: 19.538331209598155},
@@ -274,7 +278,7 @@ def test_the_frame_keeps_full_precision_and_leaves_out_unreadable_metrics(monkey
         {"rev": "c3", "Experiment": "missing", "seed": 2, metric: None},
         {"rev": "d4", "Experiment": "queued", "seed": 3, metric: 19.0, "State": "Queued"},
     ]
-    frame = compare.replicate_frame(REPO_ROOT, rows, [metric])
+    frame = configurations.replicate_frame(REPO_ROOT, rows, [metric])
     assert list(frame["experiment"]) == ["kept"]
     assert frame[metric].iloc[0] == 19.538331209598155  # not the table's rounded text
 

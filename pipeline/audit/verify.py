@@ -26,7 +26,7 @@ from pipeline.tracking.finder import RunFinder
 from pipeline.tracking.runs import orphaned_runs
 from pipeline.tracking.store import store_errors
 
-STAGES_LOGGED_TO_MLFLOW = ("train_basic", "train_denoise", "evaluate")
+STAGES_LOGGED_TO_MLFLOW = (*paths.TRAINING_STAGES, "evaluate")
 
 
 @dataclass(frozen=True)

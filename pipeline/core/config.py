@@ -145,7 +145,7 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Params:
-        for stage in ("train_basic", "train_denoise"):
+        for stage in ("train_basic", "train_denoise"):  # the sections of the training stages
             batch_size = getattr(self, stage).batch_size
             if batch_size > self.data.train_size:
                 raise ValueError(

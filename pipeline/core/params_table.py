@@ -1,4 +1,4 @@
-"""The README's params table, generated from the schema (`aepipe params-table`)."""
+"""The params table of the documents, generated from the schema (`aepipe docs`)."""
 
 from __future__ import annotations
 
@@ -36,17 +36,6 @@ def _rows(
         kind = spec.get("type", "string" if "enum" in spec else "?")
         description = spec.get("description", "").replace("|", "\\|")
         yield f"| `{prefix}{name}` | {kind} | {_allowed(spec)} | `{values[name]}` | {description} |"
-
-
-START, END = "<!-- params-table:start -->\n", "<!-- params-table:end -->"
-
-
-def with_table(document: str, table: str) -> str:
-    """`document` with the text between the params-table markers replaced by `table`."""
-    head, found, rest = document.partition(START)
-    if not found or END not in rest:
-        raise ValueError(f"markers {START.strip()} ... {END} not found")
-    return head + START + table + END + rest.split(END, 1)[1]
 
 
 def params_table(current: Params) -> str:

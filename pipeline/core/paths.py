@@ -24,6 +24,10 @@ FETCH_RECORD = STATE_DIR / "fetch.json"  # which source served data/raw here
 CHECKPOINTS_DIR = STATE_DIR / "checkpoints"
 
 
+# The training stages, and the model each writes (`models/<name>.keras`).
+TRAINING_STAGES = {"train_basic": "basic", "train_denoise": "denoise"}
+
+
 def model_file(model_name: str) -> Path:
     return MODELS_DIR / f"{model_name}.keras"
 

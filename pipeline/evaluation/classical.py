@@ -98,7 +98,7 @@ def non_local_means(noisy: np.ndarray, h: float) -> np.ndarray:
 
 
 def in_parallel(denoise: Callable[[np.ndarray, float], np.ndarray]):
-    """`denoise` on both cores (see `parallel.per_image`): the same array, sooner."""
+    """`denoise` on every usable core (see `parallel.per_image`): the same array, sooner."""
 
     def run(noisy: np.ndarray, value: float) -> np.ndarray:
         return parallel.per_image(denoise, [noisy], value)

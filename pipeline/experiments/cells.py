@@ -1,8 +1,9 @@
 """One cell of a sweep, as a Ray task runs it on a worker: a scratch clone of the git remote at
 the sweep's commit, `dvc exp run --pull --allow-missing` of the cell's experiment (outputs and
-DVC's run cache come from the shared DVC remote: a stage that ran anywhere before is restored,
-not rerun), its outputs and run cache pushed to the DVC remote, then its experiment ref to the
-git remote (in that order: a ref on the remote always has its data), the clone removed.
+DVC's run cache come from the shared DVC remote, through a DVC cache the node's cells share: a
+stage that ran anywhere before is restored, not rerun), its outputs and run cache pushed to the
+DVC remote, then its experiment ref to the git remote (in that order: a ref on the remote
+always has its data), the clone removed.
 
 The experiment runs under a supervisor process in a session of its own, which dies with the
 worker: if the worker is killed (or its node lost), the supervisor ends the experiment's
@@ -128,10 +129,22 @@ def _timed(outcome: Outcome, phase: str):
         outcome.seconds[phase] = time.monotonic() - started
 
 
+def node_cache() -> Path:
+    """The DVC cache the cells of a node share (`~/.cache/aepipe/dvc-cache` there): what one
+    cell pulled or made, a later one on the node finds without the remote, and a stage another
+    cell ran here is restored from its run cache at once. Objects are named by their md5 and
+    written under a temporary name, so cells may write to it side by side; it can be deleted
+    between sweeps."""
+    from pipeline.data.sources import cache_dir
+
+    return cache_dir() / "dvc-cache"
+
+
 def _configure(repo: Path, shared: Shared) -> None:
-    """The shared DVC remote (in the clone's local config, which a clone never has) and the
-    identity of the experiment's commit."""
+    """The shared DVC remote (in the clone's local config, which a clone never has), the node's
+    cache, and the identity of the experiment's commit."""
     _dvc_ok(repo, "remote", "add", "--local", "--default", "--force", "sweep", shared.dvc_remote)
+    _dvc_ok(repo, "cache", "dir", "--local", str(node_cache()))
     name, email = shared.author
     git("config", "user.name", name, cwd=repo)
     git("config", "user.email", email, cwd=repo)

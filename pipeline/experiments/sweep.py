@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -315,13 +316,20 @@ def _ray_error(exc: Exception) -> str:
     return text
 
 
-def pull_experiments(root: Path, names: list[str]) -> None:
-    """The sweep's experiments (refs, and the outputs their metrics need) into this clone."""
-    if not names:
+def fetch_experiments(root: Path, found: dict[str, str]) -> None:
+    """Experiments of the git remote (name -> baseline commit) into this clone: their refs,
+    which hold their params and metrics (the small outputs are in git), so that `dvc exp show`
+    and `aepipe compare` see them; `dvc exp pull` brings their other outputs if wanted."""
+    refs = [f"refs/exps/{commit[:2]}/{commit[2:]}/{name}" for name, commit in found.items()]
+    if not refs:
         return
-    result = dvc("exp", "pull", "--quiet", "origin", *names, cwd=root)
-    if result.returncode != 0:
-        raise PipelineError(f"dvc exp pull: {dvc_error(result.stderr)}")
+    fetched = subprocess.run(
+        ["git", "fetch", "--quiet", "origin", *(f"+{ref}:{ref}" for ref in refs)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        lines = fetched.stderr.strip().splitlines()
+        raise PipelineError(f"git fetch origin: {lines[-1] if lines else 'failed'}")
 
 
 def sweep_cells_on_remote(root: Path, name: str) -> dict[str, str]:
@@ -338,8 +346,7 @@ def pulled_sweep(root: Path, name: str) -> tuple[list[str], list[str]]:
     found = sweep_cells_on_remote(root, name)
     if not found:
         raise PipelineError(f"--sweep {name}: origin holds no experiment of a sweep of that name")
-    local = git("for-each-ref", "--format=%(refname:lstrip=-1)", "refs/exps", cwd=root, check=False)
-    pull_experiments(root, sorted(set(found) - set(local.split())))
+    fetch_experiments(root, found)
     return sorted(found), sorted(set(found.values()))
 
 
@@ -347,14 +354,14 @@ def _comparison_files(
     root: Path, sweep: Plan, names: list[str], scratch: Path
 ) -> tuple[str, list[Path]]:
     """The comparison of the sweep's configurations: markdown to print, files to log."""
-    from pipeline.audit import compare
+    from pipeline.audit import compare, tables
 
     baseline = next(cell.name for cell in sweep.cells if cell.name in names)
     frame, table = compare.compare_replicates(
         root, None, baseline, [sweep.commit], names=set(names)
     )
     rendered = {
-        "md": compare.replicate_markdown(table),
+        "md": tables.replicate_markdown(table),
         "csv": table.to_csv(index=False),
         "json": table.to_json(orient="records", indent=2) + "\n",
     }
@@ -363,7 +370,7 @@ def _comparison_files(
         files.append(scratch / f"comparison.{kind}")
         files[-1].write_text(text)
     files.append(scratch / "comparison.png")
-    compare.replicate_figure(frame, table, files[-1])
+    tables.replicate_figure(frame, table, files[-1])
     return rendered["md"], files
 
 
@@ -441,7 +448,7 @@ def _conclude(
     done = earlier + [o.name for o in outcomes if o.status in (DONE, EARLIER)]
     failed = [o.name for o in outcomes if o.status == FAILED]
     ended = run.end_cell_runs("aepipe sweep: its cell ended")
-    pull_experiments(root, done)
+    fetch_experiments(root, {name: sweep.commit for name in done})
     with tempfile.TemporaryDirectory(prefix="aepipe-sweep-") as scratch:
         files: list[Path] = []
         if done:

@@ -8,7 +8,7 @@ and MLflow only. It is never imported by the pipeline.
 
 Keras is imported when the model is loaded, not when this file runs: MLflow runs it to check it
 when the model is logged, in the process that logs (`tracking/recorder.py`), which has no use for
-TensorFlow's 7 s import.
+TensorFlow's import of several seconds.
 """
 
 import mlflow

@@ -22,7 +22,6 @@ from pipeline.tracking.recorder import stage_run
 from pipeline.tracking.runs import workspace_training_code
 from pipeline.tracking.tags import TAG_BENCHMARK, TAG_TRAINING_CODE
 
-TRAINING_STAGES = {"train_basic": "basic", "train_denoise": "denoise"}  # stage -> model file
 SCORED_MODELS = {"basic_on_clean": "basic", "denoiser_on_noisy": "denoise"}  # metrics -> model
 
 
@@ -52,14 +51,14 @@ def run(params: Params) -> None:
     split = load_prepared(paths.PREPARED_DIR)
     noisy = load_noisy(paths.NOISY_DIR)
     reference = baseline_results.load()
-    histories = {stage: read_history(paths.history_file(stage)) for stage in TRAINING_STAGES}
-    model_files = [paths.model_file(name) for name in TRAINING_STAGES.values()]
+    histories = {stage: read_history(paths.history_file(stage)) for stage in paths.TRAINING_STAGES}
+    model_files = [paths.model_file(name) for name in paths.TRAINING_STAGES.values()]
     inputs = [
         paths.PREPARED_DIR,
         paths.NOISY_DIR,
         paths.BASELINES_DIR,
         *model_files,
-        *(paths.history_file(stage) for stage in TRAINING_STAGES),
+        *(paths.history_file(stage) for stage in paths.TRAINING_STAGES),
     ]
 
     with stage_run("evaluate", inputs, params) as run:

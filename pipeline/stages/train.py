@@ -137,29 +137,74 @@ def _train(
     training.enable_determinism(params.seed)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = _initial_model(stage, params, settings)
-    rows: list[HistoryRow] = []
-    checkpoint = None
     if run is not None:
         run.confirm()  # the MLflow run opened while TensorFlow loaded, in the recorder process
-    if run is not None and strategy is None:
-        checkpoint = CheckpointDir(
-            paths.CHECKPOINTS_DIR / stage.name,
-            fingerprint(stage.name, params.flat(), run.input_md5s, code_digest(PACKAGE_DIR)),
+    checkpoint = _checkpoint(params, stage, run) if strategy is None else None
+    rows = _resume(checkpoint, model, stage, run)
+    try:
+        training.fit(
+            model,
+            *data,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=params.seed,
+            first_epoch=len(rows) + 1,
+            on_epoch_end=_epoch_reporter(stage, settings, model, rows, checkpoint, run),
+            jit_compile=architectures.uses_xla(params.model.kind),
+            runner=_runner(strategy, model, settings),
         )
-        if resumed := checkpoint.load():
-            training.restore_training_state(model, resumed.state)
-            rows = resumed.rows
-            run.take_over(resumed.run_id, len(rows))
-            for epoch, loss, val_loss in rows:
-                run.log_metrics({"loss": loss, "val_loss": val_loss}, step=epoch)
-            print(f"{stage.name}: resuming after epoch {len(rows)} from {checkpoint.directory}")
+    except TrainingDiverged:
+        if checkpoint:  # the same params would diverge again from it
+            checkpoint.clear()
+        raise
+    return model, rows, checkpoint
+
+
+def _checkpoint(params: Params, stage: TrainingStage, run: StageRun | None) -> CheckpointDir | None:
+    """Where this stage checkpoints each epoch: the process that logs (the chief), training
+    alone; keyed by everything the result depends on."""
+    if run is None:
+        return None
+    key = fingerprint(stage.name, params.flat(), run.input_md5s, code_digest(PACKAGE_DIR))
+    return CheckpointDir(paths.CHECKPOINTS_DIR / stage.name, key)
+
+
+def _resume(
+    checkpoint: CheckpointDir | None, model: Any, stage: TrainingStage, run: StageRun | None
+) -> list[HistoryRow]:
+    """The history of the epochs an interrupted run of this stage finished, its state put back
+    into `model` and its run taken over; [] when there is none."""
+    from pipeline.modelling import training
+
+    resumed = checkpoint.load() if checkpoint else None
+    if checkpoint is None or resumed is None or run is None:
+        return []
+    training.restore_training_state(model, resumed.state)
+    run.take_over(resumed.run_id, len(resumed.rows))
+    for epoch, loss, val_loss in resumed.rows:
+        run.log_metrics({"loss": loss, "val_loss": val_loss}, step=epoch)
+    print(f"{stage.name}: resuming after epoch {len(resumed.rows)} from {checkpoint.directory}")
+    return list(resumed.rows)
+
+
+def _epoch_reporter(
+    stage: TrainingStage,
+    settings: TrainParams,
+    model: Any,
+    rows: list[HistoryRow],
+    checkpoint: CheckpointDir | None,
+    run: StageRun | None,
+):
+    """What happens after each epoch: its row kept, a checkpoint saved, a progress line and its
+    losses logged (by the process that logs)."""
+    from pipeline.modelling import training
 
     def end_of_epoch(result: training.EpochResult) -> None:
         rows.append((result.epoch, result.loss, result.val_loss))
-        if checkpoint:
-            checkpoint.save(rows, training.training_state(model), run.run_id)
         if run is None:
             return
+        if checkpoint:
+            checkpoint.save(rows, training.training_state(model), run.run_id)
         print(
             f"{stage.name}: epoch {result.epoch}/{settings.epochs} loss {result.loss:.4f} "
             f"val_loss {result.val_loss:.4f} ({result.seconds:.2f} s)",
@@ -170,29 +215,17 @@ def _train(
             step=result.epoch,
         )
 
-    if strategy:
-        from pipeline.modelling.distributed import MultiWorkerRunner
+    return end_of_epoch
 
-        runner = MultiWorkerRunner(strategy, model, settings.batch_size)
-    else:
-        runner = None
-    try:
-        training.fit(
-            model,
-            *data,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            seed=params.seed,
-            first_epoch=len(rows) + 1,
-            on_epoch_end=end_of_epoch,
-            jit_compile=architectures.uses_xla(params.model.kind),
-            runner=runner,
-        )
-    except TrainingDiverged:
-        if checkpoint:  # the same params would diverge again from it
-            checkpoint.clear()
-        raise
-    return model, rows, checkpoint
+
+def _runner(strategy: Any | None, model: Any, settings: TrainParams) -> Any | None:
+    """How an epoch is run: split across the workers under multi-worker training, else the
+    training loop's own (None)."""
+    if strategy is None:
+        return None
+    from pipeline.modelling.distributed import MultiWorkerRunner
+
+    return MultiWorkerRunner(strategy, model, settings.batch_size)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A stage's MLflow run, kept by a recorder process the stage starts.
 
-MLflow's import and store take about 5 s and TensorFlow's import 5-7 s, each on one core. The
+MLflow's import and store, and TensorFlow's import, each take seconds of one core. The
 recorder (`python -m pipeline.tracking.recorder`, in a session of its own so that Ctrl-C at the
 terminal reaches only the stage) opens the run while the stage imports TensorFlow and loads its
 data; afterwards the stage's logging calls are queued to it and do not wait for the store.

@@ -19,7 +19,7 @@ The rule, against the current champion:
   seeds, Welch's otherwise), and the candidate itself must score above the champion;
 - otherwise the candidate's score must beat the champion's by the benchmark's seed spread: the
   largest range over seeds measured in the store for this benchmark, or recorded in
-  `SEED_SPREAD_DB`, whichever is larger (the largest recorded one when neither exists).
+  `SEED_SPREAD_DECIBELS`, whichever is larger (the largest recorded one when neither exists).
 
 Decisions on one benchmark are taken one at a time, in the order of the versions' numbers, which
 the registry hands out one by one also to registers on different machines: a version is created
@@ -66,7 +66,7 @@ MAX_TAG_LENGTH = 5000
 # Range (max - min) of the denoiser's test PSNR over training seeds 0-4 with every other param at
 # its default (19.4184 to 19.5456 dB; `aepipe replicate --seeds 0 1 2 3 4`, README). Benchmarks
 # not measured here use the largest recorded range.
-SEED_SPREAD_DB = {
+SEED_SPREAD_DECIBELS = {
     "noise0_4-seed1-test10000-v2": 0.1272,
 }
 
@@ -79,13 +79,13 @@ def seed_spread(benchmark: str, measured: float = 0.0) -> tuple[float, str]:
     """The margin a single-seed gain must exceed on `benchmark`, and where it comes from:
     `measured` (the largest range over seeds of one configuration in the store) or the recorded
     spread, whichever is larger."""
-    recorded = SEED_SPREAD_DB.get(benchmark, 0.0)
+    recorded = SEED_SPREAD_DECIBELS.get(benchmark, 0.0)
     if measured > recorded:
         return measured, "the seed spread measured in the store for this benchmark"
-    if benchmark in SEED_SPREAD_DB:
+    if benchmark in SEED_SPREAD_DECIBELS:
         return recorded, "the seed spread recorded for this benchmark"
-    largest = max(SEED_SPREAD_DB, key=SEED_SPREAD_DB.__getitem__)
-    return SEED_SPREAD_DB[largest], f"the largest recorded seed spread ({largest})"
+    largest = max(SEED_SPREAD_DECIBELS, key=SEED_SPREAD_DECIBELS.__getitem__)
+    return SEED_SPREAD_DECIBELS[largest], f"the largest recorded seed spread ({largest})"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+from pipeline.core.paths import TRAINING_STAGES
+
 TAG_STAGE = "dvc.stage"
 TAG_GROUP = "aepipe.pipeline_run"
 TAG_ROLE = "aepipe.role"
@@ -53,7 +55,7 @@ def training_code(code_md5s: dict[str, Any]) -> str:
 def recorded_training_code(lock: dict[str, Any]) -> str | None:
     """`training_code` of a parsed dvc.lock, or None before both training stages ran."""
     md5s = {}
-    for stage in ("train_basic", "train_denoise"):
+    for stage in TRAINING_STAGES:
         body = lock.get("stages", {}).get(stage)
         if body is None:
             return None
