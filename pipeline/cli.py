@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str):
+    def add(name: str, handler: Callable[[argparse.Namespace], int | None], help_text: str):
         # argparse formats help with %, not descriptions: "95%" must be "95%%" only in `help`.
         command = commands.add_parser(
             name, help=help_text.replace("%", "%%"), description=help_text

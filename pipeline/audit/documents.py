@@ -156,17 +156,20 @@ def params_table(outputs: Outputs) -> str:
 
 
 def layout(outputs: Outputs) -> str:
-    """The package's parts, in import order, with their size."""
-    counts: dict[str, int] = {}
-    for path, text in outputs.source_files().items():
+    """The package's parts, in import order, with their modules."""
+    modules: dict[str, list[str]] = {}
+    for path in outputs.source_files():
         parts = Path(path).parts
         part = parts[1] if len(parts) > 2 else Path(parts[1]).stem
-        counts[part] = counts.get(part, 0) + len(text.splitlines())
+        name = Path(path).stem
+        if name not in ("__init__", "__main__") and len(parts) > 2:
+            modules.setdefault(part, []).append(f"`{name}`")
     rows = [
-        [f"`{part}/`", str(counts.get(part, 0)), what] for part, what in PARTS_EXPLAINED.items()
+        [f"`{part}/`", what, ", ".join(modules.get(part, []))]
+        for part, what in PARTS_EXPLAINED.items()
     ]
-    rows.append(["`cli.py`", str(counts.get("cli", 0)), "`aepipe`: the stages and the commands"])
-    return _table(["part", "lines", "what"], rows)
+    rows.append(["`cli.py`", "`aepipe`: the stages and the commands above", ""])
+    return _table(["part", "what", "modules"], rows)
 
 
 BLOCKS: dict[str, Callable[[Outputs], str]] = {

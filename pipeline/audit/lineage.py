@@ -213,7 +213,7 @@ def lineage_of(target: str, root: Path) -> dict[str, Any]:
     tracer = Tracer(history, runs)
     if output is not None:
         steps = [tracer.trace(output, dvc_md5(root / output))]
-        origin = {"file": output}
+        origin: dict[str, Any] = {"file": output}
     elif not RUN_ID.fullmatch(target):
         raise PipelineError(
             f"{target}: no such file, and not an MLflow run id (32 hexadecimal digits)"

@@ -180,7 +180,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _describe(error: dict[str, Any], raw: Any) -> str:
+def _describe(error: Any, raw: Any) -> str:
     key = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "missing":

@@ -91,4 +91,5 @@ def _dvcignored(path: Path) -> Callable[[Path], bool]:
     import pathspec
 
     spec = pathspec.GitIgnoreSpec.from_lines(patterns.read_text().splitlines())
-    return lambda file: spec.match_file(file.absolute().relative_to(root).as_posix())
+    base = patterns.parent
+    return lambda file: spec.match_file(file.absolute().relative_to(base).as_posix())

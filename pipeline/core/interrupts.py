@@ -14,14 +14,21 @@ import signal
 from collections.abc import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_state = {"depth": 0, "pending": None}
+
+
+class _Held:
+    depth = 0  # how many `held()` blocks are running
+    pending: int | None = None  # a signal that arrived meanwhile
+
+
+_state = _Held()
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    if _state["depth"] and _state["pending"] is None:
-        _state["pending"] = signum
+    if _state.depth and _state.pending is None:
+        _state.pending = signum
         return
-    _state["pending"] = None
+    _state.pending = None
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -33,12 +40,12 @@ def install() -> None:
 @contextlib.contextmanager
 def held() -> Iterator[None]:
     """Run the block to its end; an interrupt that arrived meanwhile is raised after it."""
-    _state["depth"] += 1
+    _state.depth += 1
     try:
         yield
     finally:
-        _state["depth"] -= 1
-        pending = _state["pending"]
-        if not _state["depth"] and pending is not None:
-            _state["pending"] = None
+        _state.depth -= 1
+        pending = _state.pending
+        if not _state.depth and pending is not None:
+            _state.pending = None
             raise KeyboardInterrupt(f"signal {pending}")

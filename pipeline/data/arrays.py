@@ -8,11 +8,12 @@ refused in one line instead of eating memory.
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -75,8 +76,9 @@ def read_array(handle: IO[bytes], size: int, name: str, spec: ArraySpec | None) 
             "follow (truncated or corrupted)"
         )
     raw = np.empty(claimed, np.uint8)
-    view, filled = memoryview(raw), 0
-    while filled < claimed and (got := handle.readinto(view[filled:])):
+    view, filled = raw.data, 0
+    readinto = cast(io.BufferedIOBase, handle).readinto  # every binary file object has it
+    while filled < claimed and (got := readinto(view[filled:])):
         filled += got
     if filled != claimed:
         raise DataError(f"{name}: truncated ({filled:,} of {claimed:,} bytes)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -67,7 +68,7 @@ def evaluate_autoencoders(
     x_test = split.x_test
     reconstructed = finite_outputs("the basic model", models.reconstruct(x_test))
     denoised = finite_outputs("the denoiser", models.denoise(noisy.x_test))
-    metrics = reconstruction_groups(x_test, reconstructed, denoised)
+    metrics: dict[str, Any] = {**reconstruction_groups(x_test, reconstructed, denoised)}
     metrics["noisy_input"] = reference.noisy_input
     ours = metrics["denoiser_on_noisy"]
     report(f"both models on {len(x_test)} test images: denoiser PSNR {ours['psnr']:.2f} dB")

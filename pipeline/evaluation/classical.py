@@ -27,8 +27,10 @@ def gaussian_filter(noisy: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian(_as_images(noisy), sigma=sigma, channel_axis=0)
 
 
-def median_filter(noisy: np.ndarray, size: int) -> np.ndarray:
-    return median(_as_images(noisy), footprint=np.ones((1, size, size), bool))
+def median_filter(noisy: np.ndarray, size: float) -> np.ndarray:
+    """A `size` x `size` median (`size` a whole number, as the grid holds it)."""
+    side = int(size)
+    return median(_as_images(noisy), footprint=np.ones((1, side, side), bool))
 
 
 TV_CHUNK = 128  # images per stack: its arrays stay in cache (4x skimage's loop; 2000: 2x)
@@ -141,4 +143,4 @@ def pca_baseline(clean_train: np.ndarray, components: int) -> Baseline:
 def tune(baseline: Baseline, noisy: np.ndarray, clean: np.ndarray) -> float:
     """The grid value with the best mean PSNR on these (held-out) images."""
     scores = {value: mean_psnr(clean, baseline(noisy, value)) for value in baseline.grid}
-    return max(scores, key=scores.get)
+    return max(scores, key=lambda value: scores[value])

@@ -206,8 +206,10 @@ def _supervised(
     import pipeline
 
     log_file = scratch / "cell.log"
-    code = str(Path(pipeline.__file__).parent.parent)
-    supervisor = [sys.executable, "-c", SUPERVISOR, code, str(os.getpid()), str(scratch), *command]
+    shipped = str(Path(pipeline.__file__).parent.parent)  # this module's copy of the package
+    supervisor = [
+        sys.executable, "-c", SUPERVISOR, shipped, str(os.getpid()), str(scratch), *command
+    ]  # fmt: skip
     with open(log_file, "w") as log:
         process = subprocess.Popen(
             supervisor,

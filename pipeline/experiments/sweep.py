@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core import interrupts
 from pipeline.core.entry import runs_the_code_here
@@ -211,7 +212,7 @@ class Cluster:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         # The code that runs a cell on a worker is this one, shipped with the sweep; the
         # stages run the commit's, in the cell's clone.
-        settings = {
+        settings: dict[str, Any] = {
             "logging_level": logging.ERROR,
             "log_to_driver": False,
             "runtime_env": {"py_modules": [str(Path(pipeline.__file__).parent)]},

@@ -68,7 +68,7 @@ def _conv(encoding_dim: int, seed: int) -> tuple[keras.Model, keras.Model, None]
     return encoder, decoder, None
 
 
-def _vae(encoding_dim: int, seed: int) -> tuple[keras.Model, keras.Model, L.Layer]:
+def _vae(encoding_dim: int, seed: int) -> tuple[keras.Model, keras.Model, keras.layers.Layer]:
     """Dense encoder to (mean, log variance) of the code; the mean is the code."""
     images = keras.Input((IMAGE_PIXELS,))
     hidden = L.Dense(VAE_HIDDEN_UNITS, activation="relu")(images)

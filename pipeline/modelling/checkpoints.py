@@ -71,7 +71,8 @@ class CheckpointDir:
         """Arrays first, then the state file naming them: a crash between leaves the old pair."""
         arrays_name = f"epoch-{rows[-1][0]}.npz"
         with atomic_path(self.directory / arrays_name) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **{f"a{i}": array for i, array in enumerate(arrays)})
+            named: dict[str, Any] = {f"a{i}": array for i, array in enumerate(arrays)}
+            np.savez(handle, **named)
         try:
             write_json_atomic(
                 self.state_file,

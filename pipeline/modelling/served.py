@@ -11,11 +11,12 @@ when the model is logged, in the process that logs (`tracking/recorder.py`), whi
 TensorFlow's import of several seconds.
 """
 
-import mlflow
+import mlflow.models
 import numpy as np
+from mlflow.pyfunc.model import PythonModel
 
 
-class KerasAutoencoder(mlflow.pyfunc.PythonModel):
+class KerasAutoencoder(PythonModel):
     """Flat 28x28 images in [0, 1] (N, 784) -> the autoencoder's output images (N, 784)."""
 
     def load_context(self, context):

@@ -164,12 +164,12 @@ def decide(
         )
     ours, theirs = evidence
     if len(ours) >= 2 and len(theirs) >= 2:
-        gain = replicates.difference(ours, theirs)
+        difference = replicates.difference(ours, theirs)
         interval = (
-            f"gain {gain.estimate:+.4f} dB, 95% interval [{gain.low:+.4f}, {gain.high:+.4f}] "
-            f"({gain.test}, {len(ours)} vs {len(theirs)} seeds)"
+            f"gain {difference.estimate:+.4f} dB, 95% interval [{difference.low:+.4f}, "
+            f"{difference.high:+.4f}] ({difference.test}, {len(ours)} vs {len(theirs)} seeds)"
         )
-        if not gain.low > 0:
+        if not difference.low > 0:
             return Decision(False, f"{interval}: within seed noise")
         if candidate.score <= champion_score:
             return Decision(
@@ -316,9 +316,10 @@ def _decide_on(runs: RunFinder, candidate: Candidate, alias: str, version: Any) 
     tags = champion.tags if champion else {}
     champion_config = (tags.get(TAG_REPLICATE_GROUP), tags.get(TAG_TRAINING_CODE))
     scores = benchmark_scores(runs, candidate.benchmark)
+    group, code = champion_config
     evidence = (
         scores.get((candidate.group, candidate.code), {}),
-        scores.get(champion_config, {}) if None not in champion_config else {},
+        scores.get((group, code), {}) if group is not None and code is not None else {},
     )
     decision = decide(candidate, best, champion_config, evidence, measured_spread(scores))
     score = f"{SCORE} {candidate.score:.4f}"

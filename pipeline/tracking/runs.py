@@ -281,10 +281,12 @@ class RunLogger:
         if not files:
             return {}
         runs = RunFinder.open_existing()
+        if runs is None:
+            return {}
         found = {}
         for key, path in files.items():
             md5 = self.input_md5s.get(path.as_posix())
-            producing = runs.producing(path.as_posix(), md5) if runs and md5 else []
+            producing = runs.producing(path.as_posix(), md5) if md5 else []
             model = runs.logged_model(producing[0]["run_id"]) if producing else None
             if model is not None:
                 found[key] = model.model_id
