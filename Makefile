@@ -62,8 +62,8 @@ lock: setup
 PORT ?= 5000
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments/1?workflowType=machine_learning"
-	AEPIPE_UI=http://127.0.0.1:$(PORT) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--host 127.0.0.1 --port $(PORT)
+	@[ "$(PORT)" = 5000 ] || echo "(for run links on this port: export AEPIPE_UI=http://127.0.0.1:$(PORT))"
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 clean-venv:
 	rm -rf $(VENV)

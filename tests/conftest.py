@@ -209,6 +209,19 @@ def outs(stage: dict) -> dict[str, str]:
     return {o["path"]: o["md5"] for o in stage["outs"]}
 
 
+def processes_running(fragment: str, among=None) -> list:
+    """The live processes (default: all; else those in `among`) whose command line contains
+    `fragment`; processes that end or turn zombie while being read are skipped."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter() if among is None else among:
+        with contextlib.suppress(psutil.Error):
+            if fragment in " ".join(process.cmdline()):
+                found.append(process)
+    return found
+
+
 def free_port() -> int:
     """A local port nobody listens on (right now)."""
     with socket.socket() as sock:
@@ -281,8 +294,10 @@ def mlflow_server(root, port: int):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 600  # a failure, not a slow machine (pytest-timeout: 900)
     while True:
         assert server.poll() is None, "mlflow server exited"
+        assert time.monotonic() < deadline, "mlflow server never answered"
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                 return server

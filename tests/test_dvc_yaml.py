@@ -93,7 +93,7 @@ def test_stage_outputs_are_the_paths_the_code_writes():
     assert baseline_results.RESULTS_FILE.parent == paths.BASELINES_DIR
     assert baseline_results.EXAMPLES_DIR.parent == paths.BASELINES_DIR
     for stage, model in (("train_basic", "basic"), ("train_denoise", "denoise")):
-        assert entries(stage, "outs") == {
+        assert entries(stage, "outs") | entries(stage, "plots") == {
             str(paths.model_file(model)),
             str(paths.history_file(stage)),
         }
@@ -103,11 +103,21 @@ def test_stage_outputs_are_the_paths_the_code_writes():
         paths.ROBUSTNESS_TABLE,
         paths.FIGURES_DIR,
     }
-    assert entries("evaluate", "outs") | entries("evaluate", "metrics") == {
-        str(path) for path in evaluate_outputs
-    }
+    assert entries("evaluate", "outs") | entries("evaluate", "plots") | entries(
+        "evaluate", "metrics"
+    ) == {str(path) for path in evaluate_outputs}
     assert entries("evaluate", "metrics") == {str(paths.METRICS_FILE)}
     assert entries("register", "outs") == {str(paths.REGISTRY_RECEIPT)}
+
+
+def test_every_stage_that_can_be_restored_from_the_run_cache_is():
+    """DVC keeps no run cache for a stage with an uncached plain out (only uncached metrics and
+    plots are allowed): a sweep cell or a teammate would then retrain what ran before."""
+    for stage, body in DVC.items():
+        for out in body.get("outs", []):
+            if isinstance(out, dict):
+                [(path, options)] = out.items()
+                assert options.get("cache", True) or options.get("persist"), (stage, path)
 
 
 def test_every_params_dep_is_a_schema_key_and_stages_read_only_their_own():

@@ -32,6 +32,7 @@ from tests.conftest import (
     lock_out_md5,
     outs,
     pipeline_env,
+    processes_running,
     restored,
     run,
     runs_of,
@@ -403,8 +404,10 @@ def test_the_champion_serves_with_mlflows_scoring_server_without_the_project(rep
         )
     try:
         url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 600  # a failure, not a slow machine (pytest-timeout: 900)
         while not answers(f"{url}/ping"):
             assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve never answered"
             time.sleep(1)
         noisy = np.load(repo / "data/noisy/x_test.npy")
         request = urllib.request.Request(
@@ -472,11 +475,9 @@ def test_a_second_exp_run_in_the_workspace_fails_the_first_instead_of_mixing_par
         first = start_and_wait_for(
             ["dvc", "exp", "run", "-S", "train_denoise.epochs=3"], repo, "train_denoise: epoch 1/3"
         )
-        [trainer] = [
-            p
-            for p in psutil.Process(first.pid).children(recursive=True)
-            if "pipeline.stages.train" in p.cmdline()
-        ]
+        [trainer] = processes_running(
+            "pipeline.stages.train", psutil.Process(first.pid).children(recursive=True)
+        )
         trainer.suspend()
         try:
             second = run(["dvc", "exp", "run", "-S", "evaluate.n_examples=2"], repo, check=False)

@@ -21,6 +21,7 @@ from tests.conftest import (
     mlflow_server,
     outs,
     pipeline_env,
+    processes_running,
     run,
     runs_of,
     stop_server,
@@ -133,14 +134,7 @@ CELLS = {f"ev-{setting}-seed{seed}" for setting in (1, 2) for seed in (0, 1)}
 
 def supervised_cells() -> list[psutil.Process]:
     """The processes that supervise a cell's experiment on a worker (this test's cluster)."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if "from pipeline.experiments.cells import supervise" in " ".join(process.cmdline()):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
+    return processes_running("from pipeline.experiments.cells import supervise")
 
 
 def test_a_sweep_on_two_nodes_survives_a_killed_worker_and_reruns_nothing(
@@ -159,11 +153,7 @@ def test_a_sweep_on_two_nodes_survives_a_killed_worker_and_reruns_nothing(
     while killed is None and driver.poll() is None and time.monotonic() < deadline:
         for supervisor in supervised_cells():
             with contextlib.suppress(psutil.Error):
-                stages = [
-                    p for p in supervisor.children(recursive=True)
-                    if "pipeline.stages." in " ".join(p.cmdline())
-                ]  # fmt: skip
-                if stages:
+                if processes_running("pipeline.stages.", supervisor.children(recursive=True)):
                     killed = psutil.Process(supervisor.ppid())
                     killed.kill()
                     break

@@ -20,6 +20,7 @@ from tests.conftest import (
     free_port,
     merge,
     pipeline_env,
+    processes_running,
     run,
     runs_of,
     start_and_wait_for,
@@ -45,9 +46,10 @@ def repo(tmp_path_factory) -> Path:
 
 
 def training_process(parent: subprocess.Popen) -> psutil.Process:
-    for child in psutil.Process(parent.pid).children(recursive=True):
-        if "pipeline.stages.train" in child.cmdline():
-            return child
+    for child in processes_running(
+        "pipeline.stages.train", psutil.Process(parent.pid).children(recursive=True)
+    ):
+        return child
     raise AssertionError("no training process below dvc")
 
 
@@ -71,7 +73,7 @@ def test_sigkill_then_repro_resumes_and_matches_an_uninterrupted_run(repo):
     assert (repo / "models/basic.keras").read_bytes() == resumed_model
     assert (repo / "reports/train_basic/history.csv").read_text() == resumed_history
 
-    killed, resumed_run, scratch = runs_of(repo, "train_basic")
+    *_, killed, resumed_run, scratch = runs_of(repo, "train_basic")
     assert killed.info.status == "KILLED"
     assert resumed_run.info.status == "FINISHED"
     assert resumed_run.data.tags["aepipe.resumed_from_run"] == killed.info.run_id
@@ -142,19 +144,25 @@ def history(path: Path) -> list[tuple[float, float]]:
         return [(float(row["loss"]), float(row["val_loss"])) for row in csv.DictReader(handle)]
 
 
+def edit_params(repo: Path, **sections: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] = {**params.get(section, {}), **values}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def test_two_workers_train_like_one(repo):
-    single = history(repo / "reports/train_basic/history.csv")
-    runs_before = len(runs_of(repo, "train_basic"))
     with restored_params(repo):
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        params["distribute"] = {"strategy": "multi_worker", "workers": 2}
-        params["train_basic"]["epochs"] = 2  # epochs 1-2 are those of the longer single run
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        edit_params(repo, train_basic={"epochs": 2})
+        run(["dvc", "repro", "--single-item", "train_basic"], repo)
+        single = history(repo / "reports/train_basic/history.csv")
+        runs_before = len(runs_of(repo, "train_basic"))
+        edit_params(repo, distribute={"strategy": "multi_worker", "workers": 2})
         stdout = run(["dvc", "repro", "--single-item", "train_basic"], repo).stdout
         two = history(repo / "reports/train_basic/history.csv")
-    run(["dvc", "checkout", "train_basic"], repo)
-    assert len(two) == 2
-    for (loss, val), (loss2, val2) in zip(single[:2], two, strict=True):
+    run(["dvc", "checkout", "--force", "train_basic"], repo, check=False)
+    assert len(single) == len(two) == 2
+    for (loss, val), (loss2, val2) in zip(single, two, strict=True):
         assert abs(loss - loss2) < 1e-4 and abs(val - val2) < 1e-4
     assert stdout.count("train_basic: epoch 1/") == 1  # only the chief reports
     runs = runs_of(repo, "train_basic")
@@ -165,17 +173,13 @@ def test_two_workers_train_like_one(repo):
 def test_sigkill_of_a_multi_worker_launcher_takes_its_workers_with_it(repo):
     """Its workers must not train on, re-parented to init, and write a model a minute later."""
     with restored_params(repo):
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        params["distribute"] = {"strategy": "multi_worker", "workers": 2}
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        edit_params(repo, distribute={"strategy": "multi_worker", "workers": 2})
         dvc = start_and_wait_for(
             ["dvc", "repro", "--single-item", "train_basic"], repo, "train_basic: epoch 1/"
         )
-        trainers = [
-            child
-            for child in psutil.Process(dvc.pid).children(recursive=True)
-            if "pipeline.stages.train" in child.cmdline()
-        ]
+        trainers = processes_running(
+            "pipeline.stages.train", psutil.Process(dvc.pid).children(recursive=True)
+        )
         [launcher] = [p for p in trainers if p.ppid() not in {t.pid for t in trainers}]
         workers = [p for p in trainers if p is not launcher]
         assert len(workers) == 2
@@ -200,9 +204,6 @@ def test_a_stage_whose_dvc_process_is_killed_stops_instead_of_training_on(repo):
     _, alive = psutil.wait_procs([stage], timeout=120)
     assert alive == []
     assert not (repo / "models/basic.keras").exists()
-    recorders = [
-        p for p in psutil.process_iter() if "pipeline.tracking.recorder" in " ".join(p.cmdline())
-    ]
-    psutil.wait_procs(recorders, timeout=120)
+    psutil.wait_procs(processes_running("pipeline.tracking.recorder"), timeout=120)
     assert runs_of(repo, "train_basic")[-1].info.status == "KILLED"
     run(["dvc", "checkout", "--force", "train_basic"], repo, check=False)

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,7 @@ from pipeline.core import processes
 from pipeline.core.errors import TrackingError
 from pipeline.core.paths import repository_root
 from pipeline.tracking import provenance, store
-from tests.conftest import free_port, mlflow_server, stop_server
+from tests.conftest import free_port, mlflow_server, processes_running, stop_server
 
 
 def test_queue_copies_resolve_to_the_main_repository(tmp_path):
@@ -171,6 +172,20 @@ def test_a_store_path_that_is_a_directory_is_one_line_at_once(tmp_path):
         store.ensure_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
+def test_run_links_open_the_model_training_view_where_the_ui_answers(monkeypatch):
+    from pipeline.tracking.finder import RunFinder
+
+    monkeypatch.delenv("AEPIPE_UI", raising=False)
+    local = RunFinder(None, "3", "sqlite:///x/mlflow.db")
+    assert local.link("r1") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/r1?workflowType=machine_learning"
+    )
+    monkeypatch.setenv("AEPIPE_UI", "http://127.0.0.1:5050/")
+    assert local.link("r1").startswith("http://127.0.0.1:5050/#/experiments/3/runs/r1?")
+    server = RunFinder(None, "3", "http://10.0.0.2:5001")
+    assert server.link("r1").startswith("http://10.0.0.2:5001/#/experiments/3/runs/r1?")
+
+
 def test_lookups_never_create_or_adopt_a_store(tmp_path, monkeypatch):
     """verify, lineage and compare read the store: a mistyped path, an empty file or a SQLite
     file of something else is named, and nothing is written to it."""
@@ -245,11 +260,7 @@ def recorders_ended() -> None:
     leaves, without a deadline the test could miss on a loaded machine)."""
     import psutil
 
-    mine = [
-        child
-        for child in psutil.Process().children()
-        if "pipeline.tracking.recorder" in " ".join(child.cmdline())
-    ]
+    mine = processes_running("pipeline.tracking.recorder", psutil.Process().children())
     _, alive = psutil.wait_procs(mine, timeout=600)
     assert not alive
 
@@ -371,11 +382,9 @@ def test_a_recorder_that_dies_fails_the_stage_in_one_line(tmp_path, monkeypatch,
         recording("evaluate", _stage_tags(tmp_path), None) as run,
     ):
         run.confirm()
-        (helper,) = [  # the recorder this test started
-            child
-            for child in psutil.Process().children()
-            if "pipeline.tracking.recorder" in " ".join(child.cmdline())
-        ]
+        (helper,) = processes_running(  # the recorder this test started
+            "pipeline.tracking.recorder", psutil.Process().children()
+        )
         helper.kill()
         helper.wait()
         run.log_params({"seed": 3})
@@ -508,3 +517,43 @@ def test_a_server_that_stops_mid_stage_fails_it_in_one_line_and_its_runs_end_lat
     finally:
         if server.poll() is None:
             stop_server(server)
+
+
+OPEN_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+import mlflow  # imported first, so that every process opens the store at the same moment
+from pipeline.tracking.store import open_client
+ready, go, uri = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+while not go.exists():
+    time.sleep(0.01)
+open_client(uri).search_experiments()
+"""
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_get_it(tmp_path, monkeypatch):
+    """Two queued experiments in a fresh clone start their stages together; MLflow creates the
+    schema on first use, and two creators at once failed with "table ... already exists"."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.chdir(tmp_path)  # the store lock sits beside the store, under .aepipe/
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_WHEN_TOLD, str(tmp_path / f"ready{i}"), str(go), uri],
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+        assert all(p.poll() is None for p in openers), [p.communicate()[1] for p in openers]
+        time.sleep(0.05)
+    go.touch()
+    errors = [p.communicate(timeout=300)[1] for p in openers]
+    assert [p.returncode for p in openers] == [0] * 4, errors[-1][-2000:]

@@ -24,6 +24,12 @@ STAGE = f"""stages:
   single:
     cmd: python -c "open('model.bin', 'w').write('trained')"
     outs: [model.bin]
+  report:
+    cmd: python -c "open('report.json', 'w').write(open('params.yaml').read())"
+    params: [n]
+    outs:
+      - report.json:
+          cache: false
 """
 
 
@@ -69,3 +75,21 @@ def test_outputs_the_cache_holds_are_just_restored(project):
     assert not [line for line in done if line.startswith("saved")]
     assert (project / "out" / "a.txt").read_text() == "n: 1\n"
     assert (project / "params.yaml").read_text() == "n: 1\n"
+
+
+def test_outputs_git_keeps_come_back_from_git(project):
+    """A report kept in git rather than in DVC's cache (`cache: false`): an experiment's version
+    is in git's objects once committed, and is just restored; one written by hand is not, and
+    is saved first."""
+    (project / "params.yaml").write_text("n: 2\n")
+    run(["dvc", "repro", "-q"], project)
+    run(["git", "stash", "store", run(["git", "stash", "create"], project).stdout.strip()], project)
+    done = restore(project)
+    assert not [line for line in done if line.startswith("saved")], done
+    assert (project / "report.json").read_text() == "n: 1\n"
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+    (project / "report.json").write_text("edited by hand")
+    done = restore(project)
+    [saved] = [line.split()[3].rstrip(":") for line in done if line.startswith("saved")]
+    assert (project / saved).read_text() == "edited by hand"
+    assert (project / "report.json").read_text() == "n: 1\n"

@@ -10,9 +10,11 @@ from pathlib import Path
 DVC = (sys.executable, "-m", "dvc")
 
 
-def git(*args: str, cwd: Path, check: bool = True) -> str:
+def git(*args: str, cwd: Path, check: bool = True, stdin: str | None = None) -> str:
     """The output of `git <args>` in `cwd`; with `check=False`, "" where git fails."""
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True, check=check
+    )
     return result.stdout if result.returncode == 0 else ""
 
 

@@ -16,6 +16,7 @@ Ctrl-C cancels the cells, ends their MLflow runs, and says which cells finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,7 @@ import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from pipeline.core import interrupts
 from pipeline.core.entry import runs_the_code_here
 from pipeline.core.errors import ParamsError, PipelineError, one_line
 from pipeline.core.progress import Report
-from pipeline.core.shell import dvc, dvc_error, git
+from pipeline.core.shell import DVC, dvc_error, git
 from pipeline.experiments.cells import (
     DONE,
     EARLIER,
@@ -173,12 +174,24 @@ def shared_context(root: Path, commit: str) -> Shared:
     )
 
 
-def push_outputs(root: Path) -> None:
-    """The commit's outputs and DVC's run cache to the remote, so that cells restore them."""
-    result = dvc("push", "--run-cache", "--quiet", cwd=root)
-    if result.returncode != 0:
+@contextlib.contextmanager
+def outputs_pushed(root: Path) -> Iterator[None]:
+    """The commit's outputs and DVC's run cache pushed to the remote, so that cells restore
+    them: the push runs while the block starts the cluster, and is complete when it ends."""
+    pushing = subprocess.Popen(
+        [*DVC, "push", "--run-cache", "--quiet"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield
+    finally:
+        _, stderr = pushing.communicate()  # whatever happened in the block: never left running
+    if pushing.returncode != 0:
         raise PipelineError(
-            f"dvc push: {dvc_error(result.stderr)}; the cells need the commit's outputs on the "
+            f"dvc push: {dvc_error(stderr)}; the cells need the commit's outputs on the "
             "DVC remote (dvc repro, or dvc pull, then try again)"
         )
 
@@ -406,9 +419,10 @@ def run_sweep(
         run, _ = SweepRun.open(name, sweep.spec, sweep.commit, len(sweep.cells))
         report(f"{len(sweep.cells)} cells, all on origin already: nothing to run")
         return _conclude(root, sweep, run, earlier, outcomes, report)
-    push_outputs(root)
-    cluster = Cluster(address)
+    cluster: Cluster | None = None
     try:
+        with outputs_pushed(root):
+            cluster = Cluster(address)
         cluster.check_cpus(cpus)
         cluster.probe(shared)
         run, resumed = SweepRun.open(name, sweep.spec, sweep.commit, len(sweep.cells))
@@ -437,7 +451,8 @@ def run_sweep(
             )
             raise
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
     return _conclude(root, sweep, run, earlier, outcomes, report)
 
 

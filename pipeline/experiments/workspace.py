@@ -3,12 +3,13 @@
 A failed `dvc exp run` (or `dvc repro`) leaves the workspace changed: `params.yaml` keeps the value
 that failed (and DVC may have reformatted it), `dvc.lock` records the stages that did run, and the
 failing stage's outputs are gone (DVC deletes them before running it). Restoring takes the
-committed `params.yaml` and `dvc.lock` and checks out every output they record from DVC's cache.
-Other uncommitted changes (code, README) are left alone.
+committed `params.yaml`, `dvc.lock` and the outputs git keeps (the small reports, `cache: false`)
+from git, and checks out every other output they record from DVC's cache. Other uncommitted
+changes (code, README) are left alone.
 
-It never destroys the only copy of a result: an output whose bytes are not in DVC's cache (a
-stage run by hand, or outside DVC) is copied to `.aepipe/saved/<time>/` first, and its path
-printed, before DVC replaces it.
+It never destroys the only copy of a result: an output whose bytes neither DVC's cache nor git
+holds (a stage run by hand, or outside DVC) is copied to `.aepipe/saved/<time>/` first, and its
+path printed, before it is replaced.
 """
 
 from __future__ import annotations
@@ -34,11 +35,10 @@ def restore(root: Path) -> list[str]:
     """Restore; return what was done, one line each."""
     if not git("rev-parse", "--verify", "--quiet", "HEAD", cwd=root, check=False).strip():
         raise PipelineError(f"{root}: no git commit to restore from")
-    committed = [
-        name
-        for name in RESTORED
-        if git("ls-tree", "--name-only", "HEAD", "--", name, cwd=root, check=False).strip()
-    ]
+    candidates = [*RESTORED, *_lock_outputs(root)]
+    committed = git(
+        "ls-tree", "-r", "--name-only", "HEAD", "--", *candidates, cwd=root, check=False
+    ).split()
     changed = git("diff", "--name-only", "HEAD", "--", *committed, cwd=root, check=False).split()
     done = [
         f"saved {path} to {copy}: DVC's cache has no copy" for path, copy in save_uncached(root)
@@ -72,9 +72,14 @@ def _lock_outputs(root: Path) -> dict[str, str]:
     }
 
 
-def _in_cache(cache, path: Path) -> bool:
+def _kept(cache, root: Path, path: Path) -> bool:
+    """Whether DVC's cache, or git's objects, hold every file of `path` as it is now."""
     files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
-    return all(cache.exists(file_digest(file)) for file in files)
+    if all(cache.exists(file_digest(file)) for file in files):
+        return True
+    blobs = git("hash-object", "--", *map(str, files), cwd=root, check=False).split()
+    found = git("cat-file", "--batch-check", cwd=root, check=False, stdin="\n".join(blobs) + "\n")
+    return len(blobs) == len(files) and found.count(" blob ") == len(blobs)
 
 
 def save_uncached(root: Path) -> list[tuple[str, Path]]:
@@ -87,7 +92,7 @@ def save_uncached(root: Path) -> list[tuple[str, Path]]:
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # two restores at once: two
     for name, md5 in _lock_outputs(root).items():
         path = root / name
-        if not path.exists() or dvc_md5(path) == md5 or _in_cache(cache, path):
+        if not path.exists() or dvc_md5(path) == md5 or _kept(cache, root, path):
             continue
         copy = root / SAVED_DIR / stamp / name
         copy.parent.mkdir(parents=True, exist_ok=True)

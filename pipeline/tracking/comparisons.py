@@ -7,7 +7,13 @@ from pathlib import Path
 
 from pipeline.tracking.finder import RunFinder
 from pipeline.tracking.runs import project_experiment_id
-from pipeline.tracking.store import configured_uri, ensure_reachable, store_errors, store_lock
+from pipeline.tracking.store import (
+    configured_uri,
+    ensure_reachable,
+    open_client,
+    store_errors,
+    store_lock,
+)
 from pipeline.tracking.tags import TAG_ROLE, TAG_ROLE_COMPARISON
 
 MAX_TAG_LENGTH = 5000  # MLflow's limit for a tag value
@@ -21,7 +27,7 @@ def log_comparison(files: list[Path], experiments: list[str], baseline: str) -> 
 
     mlflow.set_tracking_uri(uri)
     with store_errors(uri):
-        client = mlflow.MlflowClient()
+        client = open_client(uri)
         with store_lock():
             experiment_id = project_experiment_id(client, artifact_dir)
         tags = {

@@ -3,6 +3,7 @@ a run logged. Never creates a store."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from pipeline.tracking.tags import TAG_GROUP, TAG_OUT, TAG_STAGE, tagged_md5s
 SAFE_PATH = re.compile(r"[\w./-]+")  # the paths dvc.lock records for this pipeline
 MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+UI_ENV = "AEPIPE_UI"  # where the UI over a local store answers (`make ui` sets it)
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 class RunFinder:
@@ -109,6 +112,11 @@ class RunFinder:
         }
 
     def link(self, run_id: str) -> str:
-        """Where to open the run: the server's page, or the page of `make ui`."""
-        base = self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000"
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+        """Where to open the run, in MLflow's model-training view (its UI opens on the GenAI
+        view otherwise): on the tracking server, or for a local store on `AEPIPE_UI` (the
+        address of `make ui`)."""
+        base = self.uri if self.uri.startswith("http") else os.environ.get(UI_ENV) or DEFAULT_UI
+        return (
+            f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+            "?workflowType=machine_learning"
+        )

@@ -24,6 +24,7 @@ from pipeline.tracking.store import (
     configured_uri,
     experiment_name,
     has_running_runs,
+    open_client,
     store_errors,
     store_lock,
 )
@@ -196,8 +197,8 @@ class RunLogger:
         pipeline_identity = tags.pop(TAG_GROUP_PROCESS)
         tags[TAG_RECORDER] = processes.process_identity(psutil.Process())
         with store_errors(uri):
-            client = mlflow.MlflowClient()
-            with store_lock():  # the first use creates the SQLite schema; queue workers wait
+            client = open_client(uri)
+            with store_lock():
                 experiment_id = project_experiment_id(client, artifact_dir)
                 end_orphaned_runs(client, experiment_id)
                 parent_id = _parent_run_id(

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -147,6 +148,16 @@ def store_errors(uri: str) -> Iterator[None]:
 
 def experiment_name() -> str:
     return os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+
+
+def open_client(uri: str) -> Any:
+    """An MlflowClient on `uri`. Making one opens the store, and the first opening of a SQLite
+    store creates its schema: two processes doing that at once (two queued experiments in a
+    fresh clone) fail with "table ... already exists", so it happens under the store lock."""
+    import mlflow
+
+    with store_lock():
+        return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def store_lock() -> contextlib.AbstractContextManager:

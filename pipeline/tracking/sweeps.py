@@ -17,7 +17,13 @@ import psutil
 from pipeline.core import processes
 from pipeline.core.errors import PipelineError
 from pipeline.tracking.runs import TAG_ENDED_BY, project_experiment_id
-from pipeline.tracking.store import configured_uri, ensure_reachable, store_errors, store_lock
+from pipeline.tracking.store import (
+    configured_uri,
+    ensure_reachable,
+    open_client,
+    store_errors,
+    store_lock,
+)
 from pipeline.tracking.tags import TAG_PROCESS, TAG_ROLE, TAG_ROLE_SWEEP, TAG_SWEEP
 
 TAG_SWEEP_NAME = "aepipe.sweep_name"
@@ -38,10 +44,9 @@ class SweepRun:
         name, and a sweep whose driver still runs."""
         uri, artifact_dir = configured_uri()
         ensure_reachable(uri)
-        import mlflow
 
         with store_errors(uri):
-            client = mlflow.MlflowClient(tracking_uri=uri)
+            client = open_client(uri)
             with store_lock():
                 experiment_id = project_experiment_id(client, artifact_dir)
                 query = (
