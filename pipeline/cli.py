@@ -204,6 +204,19 @@ def _restore(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _push(args: argparse.Namespace) -> None:
+    from pipeline.core.paths import repository_root
+    from pipeline.experiments import sharing
+
+    root = repository_root()
+    try:
+        with sharing.project(root, "push") as opened:
+            sent = sharing.push(opened, args.remote)
+    except RuntimeError as exc:
+        raise PipelineError(str(exc)) from None
+    print(f"{sent} file(s) sent: outputs, run cache and the outputs its entries name")
+
+
 def port_number(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
@@ -333,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--cpus-per-run", type=int, default=1, metavar="N", help="CPUs each cell reserves (1)"
     )
+    push = add(
+        "push",
+        _push,
+        "outputs and DVC's run cache with every output it names to the DVC remote, so that "
+        "`dvc exp run --pull` in another clone restores what ran here",
+    )
+    push.add_argument("-r", "--remote", help="the DVC remote (default: the project's)")
     add(
         "restore",
         _restore,

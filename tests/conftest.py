@@ -20,6 +20,25 @@ settings.register_profile("repeatable", derandomize=True, database=None, print_b
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("AEPIPE_HYPOTHESIS", "repeatable"))
 
+# pytest-xdist hands whole files to its workers (`--dist loadfile`), in collection order: the
+# longest files first, so that no worker is left with one of them at the end.
+LONGEST_FIRST = (
+    "test_e2e_experiments.py",
+    "test_e2e.py",
+    "test_reliability.py",
+    "test_recipes.py",
+    "test_tracking.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 

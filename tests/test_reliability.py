@@ -199,8 +199,10 @@ def test_a_stage_whose_dvc_process_is_killed_stops_instead_of_training_on(repo):
         ["dvc", "repro", "--force", "--single-item", "train_basic"], repo, "train_basic: epoch 1/8"
     )
     stage = training_process(dvc)
+    stage.suspend()  # however fast the epochs, dvc is gone before the stage could save a model
     dvc.kill()
     dvc.wait()
+    stage.resume()
     _, alive = psutil.wait_procs([stage], timeout=120)
     assert alive == []
     assert not (repo / "models/basic.keras").exists()

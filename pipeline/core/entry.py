@@ -109,6 +109,7 @@ def end_with_the_pipeline() -> None:
     if pipeline.pid == os.getpid():
         return
     identity = processes.process_identity(pipeline)
+    _pipeline.append(identity)
 
     def watch() -> None:
         while not processes.process_gone(identity):
@@ -116,6 +117,16 @@ def end_with_the_pipeline() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True, name="end-with-the-pipeline").start()
+
+
+_pipeline: list[str] = []  # the identity of the process this stage ends with, if any
+
+
+def the_pipeline_goes_on() -> None:
+    """Stop the stage (as SIGTERM would) if its `dvc` process is gone: called before a stage
+    writes a result, where the watcher's next look could come too late."""
+    if _pipeline and processes.process_gone(_pipeline[0]):
+        raise KeyboardInterrupt("the dvc process that started this stage is gone")
 
 
 SYSTEM_TMPDIR = "AEPIPE_SYSTEM_TMPDIR"  # the temporary directory the stage's own replaced

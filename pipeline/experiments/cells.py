@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from typing import Any
 import psutil
 
 from pipeline.core import paths, processes
-from pipeline.core.errors import one_line
 from pipeline.core.shell import DVC, dvc_error, git
+from pipeline.experiments import sharing
 
 DONE, FAILED, EARLIER = "done", "failed", "finished earlier"
 STOP_GRACE_S = 30.0  # for the experiment's stages to end their MLflow runs when stopped
@@ -113,8 +112,8 @@ def run_cell(cell: Cell, shared: Shared) -> Outcome:
             return outcome
         outcome.metrics = json.loads((repo / paths.METRICS_FILE).read_text())
         with _timed(outcome, "push"):
-            with _project(repo, "push") as project:  # data first, then the ref
-                project.push(run_cache=True)
+            with sharing.project(repo, "push") as opened:  # data first, then the ref
+                sharing.push(opened)
             ref = f"refs/exps/{shared.commit[:2]}/{shared.commit[2:]}/{cell.name}"
             git("push", "--quiet", shared.git_url, f"{ref}:{ref}", cwd=repo)
         return outcome
@@ -145,27 +144,13 @@ def node_cache() -> Path:
 def _configure(repo: Path, shared: Shared) -> None:
     """The shared DVC remote (in the clone's local config, which a clone never has), the node's
     cache, and the identity of the experiment's commit."""
-    with _project(repo, "config") as project, project.config.edit("local") as config:
+    with sharing.project(repo, "config") as opened, opened.config.edit("local") as config:
         config.setdefault("remote", {})["sweep"] = {"url": shared.dvc_remote}
         config.setdefault("core", {})["remote"] = "sweep"
         config.setdefault("cache", {})["dir"] = str(node_cache())
     name, email = shared.author
     git("config", "user.name", name, cwd=repo)
     git("config", "user.email", email, cwd=repo)
-
-
-@contextlib.contextmanager
-def _project(repo: Path, doing: str) -> Iterator[Any]:
-    """The clone as a DVC `Repo`, in this worker's process: DVC's import is paid once per worker,
-    not once per command (a `dvc` process costs about a second of CPU before it does anything)."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    try:
-        with Repo(str(repo)) as project:
-            yield project
-    except DvcException as exc:
-        raise RuntimeError(f"dvc {doing}: {one_line(exc)}") from None
 
 
 def _environment(shared: Shared) -> dict[str, str]:

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ from pipeline.core import interrupts
 from pipeline.core.entry import runs_the_code_here
 from pipeline.core.errors import ParamsError, PipelineError, one_line
 from pipeline.core.progress import Report
-from pipeline.core.shell import DVC, dvc_error, git
+from pipeline.core.shell import git
 from pipeline.experiments.cells import (
     DONE,
     EARLIER,
@@ -179,7 +180,7 @@ def outputs_pushed(root: Path) -> Iterator[None]:
     """The commit's outputs and DVC's run cache pushed to the remote, so that cells restore
     them: the push runs while the block starts the cluster, and is complete when it ends."""
     pushing = subprocess.Popen(
-        [*DVC, "push", "--run-cache", "--quiet"],
+        [sys.executable, "-m", "pipeline", "push"],
         cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -190,8 +191,10 @@ def outputs_pushed(root: Path) -> Iterator[None]:
     finally:
         _, stderr = pushing.communicate()  # whatever happened in the block: never left running
     if pushing.returncode != 0:
+        said = [line for line in stderr.splitlines() if line.strip()] or ["dvc push: failed"]
         raise PipelineError(
-            f"dvc push: {dvc_error(stderr)}; the cells need the commit's outputs on the "
+            f"{said[-1].removeprefix('aepipe push: error: ')}; the cells need the commit's "
+            "outputs on the "
             "DVC remote (dvc repro, or dvc pull, then try again)"
         )
 

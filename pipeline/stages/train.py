@@ -16,7 +16,7 @@ import yaml
 
 import pipeline
 from pipeline.artifacts.history import HistoryRow, write_history
-from pipeline.core import params_guard, paths
+from pipeline.core import entry, params_guard, paths
 from pipeline.core.config import Params, TrainParams
 from pipeline.core.entry import stage_main
 from pipeline.core.errors import DataError, TrainingDiverged
@@ -114,6 +114,7 @@ def run(params: Params, model: str) -> None:
 
         model_path = paths.model_file(stage.model_name)
         history_path = paths.history_file(stage.name)
+        entry.the_pipeline_goes_on()
         model_files.save_model(model, model_path)
         write_history(history_path, rows)
         run.log_outputs([model_path, history_path])
