@@ -21,13 +21,15 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("AEPIPE_HYPOTHESIS", "repeatable"))
 
 # pytest-xdist hands whole files to its workers (`--dist loadfile`), in collection order: the
-# longest files first, so that no worker is left with one of them at the end.
+# longest files first, so that no worker is left with one of them at the end; the second one
+# needs no tiny repository, so that its worker works while the first makes it.
 LONGEST_FIRST = (
     "test_e2e_experiments.py",
-    "test_e2e.py",
     "test_reliability.py",
-    "test_recipes.py",
+    "test_e2e.py",
     "test_tracking.py",
+    "test_recipes.py",
+    "test_training.py",
 )
 
 
