@@ -25,7 +25,7 @@ repro: setup
 test: lint types
 	python -m pytest
 
-# Everything but the end-to-end tests (which run the real pipeline): about a minute.
+# Everything but the end-to-end tests (which run the real pipeline): about 3 minutes.
 test-fast: lint types
 	python -m pytest -m "not e2e"
 

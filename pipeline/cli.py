@@ -120,10 +120,11 @@ def _compare(args: argparse.Namespace) -> None:
         compare.check_figure_path(args.figure)
     names, revs = None, args.rev
     if args.sweep:
-        from pipeline.experiments.sweep import pulled_sweep
+        from pipeline.experiments.sweep import first_cell, pulled_sweep
 
         found, revs = pulled_sweep(root, args.sweep)
         names = set(found)
+        args.baseline = args.baseline or first_cell(found)  # as the sweep's own table
     frame, table = compare.compare_replicates(root, args.metric, args.baseline, revs, names)
     rendered = {
         "md": tables.replicate_markdown(table),

@@ -125,3 +125,10 @@ def test_the_progress_line_of_a_cell_says_where_and_how_long():
     assert sweep._outcome_line(failed, 1) == (
         "lr-2-seed0: failed: aepipe train: error: training diverged"
     )
+
+
+def test_a_sweeps_baseline_is_its_first_setting_at_its_lowest_seed():
+    from pipeline.experiments.sweep import first_cell
+
+    names = ["lr-2-seed0", "lr-10-seed0", "lr-1-seed2", "lr-1-seed10", "lr-1-seed1"]
+    assert first_cell(names) == "lr-1-seed1"

@@ -557,3 +557,41 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_get_it(tmp_path, monke
     go.touch()
     errors = [p.communicate(timeout=300)[1] for p in openers]
     assert [p.returncode for p in openers] == [0] * 4, errors[-1][-2000:]
+
+
+def test_every_finished_cell_of_a_sweep_has_one_finished_pipeline_run(
+    tmp_path, monkeypatch, empty_store
+):
+    """A cell whose stages were all restored from DVC's run cache ran none: it gets a run with
+    its metrics; an attempt cut off between stages (left FINISHED) is marked KILLED."""
+    import shutil
+
+    from pipeline.tracking.sweeps import SweepRun
+
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep, _ = SweepRun.open("lr", "spec", "0" * 40, 3)
+    client = sweep.client
+
+    def attempt(cell: str) -> str:
+        tags = {"mlflow.parentRunId": sweep.run_id, "aepipe.role": "pipeline"}
+        run = client.create_run(sweep.experiment_id, tags={**tags, "dvc.exp_name": cell})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    cut_off, retried, ran = attempt("lr-1-seed0"), attempt("lr-1-seed0"), attempt("lr-2-seed0")
+    sweep.settle_cells(
+        {
+            "lr-1-seed0": {},
+            "lr-2-seed0": {},
+            "lr-1-seed1": {"denoiser_on_noisy": {"psnr": 12.5, "ssim": float("nan")}},
+        }
+    )
+    statuses = {r: client.get_run(r).info.status for r in (cut_off, retried, ran)}
+    assert statuses == {cut_off: "KILLED", retried: "FINISHED", ran: "FINISHED"}
+    [restored] = client.search_runs(
+        [sweep.experiment_id], filter_string="tags.`dvc.exp_name` = 'lr-1-seed1'"
+    )
+    assert restored.info.status == "FINISHED"
+    assert restored.data.tags["mlflow.parentRunId"] == sweep.run_id
+    assert restored.data.metrics == {"denoiser_on_noisy.psnr": 12.5}

@@ -50,12 +50,18 @@ def libraries() -> Path:
         )
     where.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [npm, "install", "--prefix", str(where), "--no-audit", "--no-fund", *LIBRARIES],
+        # DVC's page pins versions whose declared peer ranges disagree (vega-lite 5.2 asks for
+        # vega ^5.21, DVC ships 5.20): install them as DVC does, as they are.
+        [npm, "install", "--prefix", str(where), "--no-audit", "--no-fund", "--legacy-peer-deps",
+         *LIBRARIES],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise PipelineError(f"npm install: {lines[-1] if lines else 'failed'}")
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        cause = next(
+            (line for line in lines if "ERR" in line and "log of this run" not in line), None
+        )
+        raise PipelineError(f"npm install: {cause or (lines[-1] if lines else 'failed')}")
     return where
 
 

@@ -115,10 +115,25 @@ def run_cell(cell: Cell, shared: Shared) -> Outcome:
             with sharing.project(repo, "push") as opened:  # data first, then the ref
                 sharing.push(opened)
             ref = f"refs/exps/{shared.commit[:2]}/{shared.commit[2:]}/{cell.name}"
-            git("push", "--quiet", shared.git_url, f"{ref}:{ref}", cwd=repo)
+            pushed = subprocess.run(
+                ["git", "push", "--quiet", shared.git_url, f"{ref}:{ref}"],
+                cwd=repo, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if pushed.returncode != 0:
+                raise RuntimeError(_ref_refused(cell.name, pushed.stderr))
         return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _ref_refused(name: str, stderr: str) -> str:
+    said = [line.strip() for line in stderr.splitlines() if line.strip()] or ["failed"]
+    if any("already exists" in line or "rejected" in line for line in said):
+        return (
+            f"git push: origin already holds an experiment named {name} (another sweep of this "
+            "name ran it at the same time?); its results stand, this cell's were not pushed"
+        )
+    return f"git push of experiment {name}: {said[-1]}"
 
 
 @contextlib.contextmanager
@@ -130,15 +145,19 @@ def _timed(outcome: Outcome, phase: str):
         outcome.seconds[phase] = time.monotonic() - started
 
 
-def node_cache() -> Path:
-    """The DVC cache the cells of a node share (`~/.cache/aepipe/dvc-cache` there): what one
-    cell pulled or made, a later one on the node finds without the remote, and a stage another
-    cell ran here is restored from its run cache at once. Objects are named by their md5 and
-    written under a temporary name, so cells may write to it side by side; it can be deleted
-    between sweeps."""
+def node_cache(tracking_uri: str) -> Path:
+    """The DVC cache the cells of a node share (`~/.cache/aepipe/dvc-cache/<store>` there): what
+    one cell pulled or made, a later one on the node finds without the remote, and a stage
+    another cell ran here is restored from its run cache at once. One per tracking store: a
+    stage restored from the run cache is only registered where its training run was logged.
+    Objects are named by their md5 and written under a temporary name, so cells may write to it
+    side by side; it can be deleted between sweeps."""
+    import hashlib
+
     from pipeline.data.sources import cache_dir
 
-    return cache_dir() / "dvc-cache"
+    store = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    return cache_dir() / "dvc-cache" / store
 
 
 def _configure(repo: Path, shared: Shared) -> None:
@@ -147,7 +166,7 @@ def _configure(repo: Path, shared: Shared) -> None:
     with sharing.project(repo, "config") as opened, opened.config.edit("local") as config:
         config.setdefault("remote", {})["sweep"] = {"url": shared.dvc_remote}
         config.setdefault("core", {})["remote"] = "sweep"
-        config.setdefault("cache", {})["dir"] = str(node_cache())
+        config.setdefault("cache", {})["dir"] = str(node_cache(shared.tracking_uri))
     name, email = shared.author
     git("config", "user.name", name, cwd=repo)
     git("config", "user.email", email, cwd=repo)

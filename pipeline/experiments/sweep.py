@@ -118,7 +118,7 @@ def _check_pushed(root: Path, commit: str) -> None:
             f"uncommitted changes ({shown}): a sweep runs the pushed commit, not the workspace; "
             "commit and push them first"
         )
-    git("fetch", "--quiet", "origin", cwd=root, check=False)
+    _reach_origin(root, ["fetch", "--quiet", "origin"])
     on_remote = git(
         "for-each-ref", "--contains", commit, "--format=%(refname)", "refs/remotes/origin",
         cwd=root, check=False,
@@ -193,9 +193,8 @@ def outputs_pushed(root: Path) -> Iterator[None]:
     if pushing.returncode != 0:
         said = [line for line in stderr.splitlines() if line.strip()] or ["dvc push: failed"]
         raise PipelineError(
-            f"{said[-1].removeprefix('aepipe push: error: ')}; the cells need the commit's "
-            "outputs on the "
-            "DVC remote (dvc repro, or dvc pull, then try again)"
+            f"{said[-1].removeprefix('aepipe push: error: ')} (the cells take the commit's "
+            "outputs from the DVC remote)"
         )
 
 
@@ -325,6 +324,8 @@ class Cluster:
 def _ray_error(exc: Exception) -> str:
     """A cell's failure as one line: the error raised in the task, or how its worker died."""
     cause = getattr(exc, "cause", None)
+    if type(cause) is RuntimeError:  # the cell's own words (dvc or git, and what to do)
+        return one_line(cause)
     if cause is not None:
         return f"{type(cause).__name__}: {one_line(cause)}"
     text = one_line(exc)
@@ -349,11 +350,31 @@ def fetch_experiments(root: Path, found: dict[str, str]) -> None:
         raise PipelineError(f"git fetch origin: {lines[-1] if lines else 'failed'}")
 
 
+def _reach_origin(root: Path, args: list[str]) -> str:
+    """`git <args>` against origin; one line naming the remote if git cannot reach it."""
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = [line for line in done.stderr.splitlines() if line.strip()] or ["failed"]
+        raise PipelineError(f"cannot reach the git remote origin ({_origin(root)}): {said[0]}")
+    return done.stdout
+
+
 def sweep_cells_on_remote(root: Path, name: str) -> dict[str, str]:
     """The experiments of sweep `name` on the git remote: experiment -> baseline commit."""
     pattern = re.compile(rf"{re.escape(name)}-\d+-seed\d+")
+    _reach_origin(root, ["ls-remote", "origin", "HEAD"])
     found = remote_experiments(root, _origin(root))
     return {exp: commit for exp, commit in found.items() if pattern.fullmatch(exp)}
+
+
+def first_cell(names: list[str]) -> str:
+    """The sweep's baseline: its first setting's first seed (`NAME-1-seed<lowest>`)."""
+
+    def order(name: str) -> tuple[int, int]:
+        setting, _, seed = name.rpartition("-seed")
+        return int(setting.rpartition("-")[2]), int(seed)
+
+    return min(names, key=order)
 
 
 def pulled_sweep(root: Path, name: str) -> tuple[list[str], list[str]]:
@@ -373,7 +394,7 @@ def _comparison_files(
     """The comparison of the sweep's configurations: markdown to print, files to log."""
     from pipeline.audit import compare, tables
 
-    baseline = next(cell.name for cell in sweep.cells if cell.name in names)
+    baseline = first_cell(names)
     frame, table = compare.compare_replicates(
         root, None, baseline, [sweep.commit], names=set(names)
     )
@@ -422,6 +443,7 @@ def run_sweep(
         run, _ = SweepRun.open(name, sweep.spec, sweep.commit, len(sweep.cells))
         report(f"{len(sweep.cells)} cells, all on origin already: nothing to run")
         return _conclude(root, sweep, run, earlier, outcomes, report)
+    SweepRun.refuse_conflicts(name, sweep.spec)
     cluster: Cluster | None = None
     try:
         with outputs_pushed(root):
@@ -467,6 +489,7 @@ def _conclude(
     done = earlier + [o.name for o in outcomes if o.status in (DONE, EARLIER)]
     failed = [o.name for o in outcomes if o.status == FAILED]
     ended = run.end_cell_runs("aepipe sweep: its cell ended")
+    run.settle_cells({o.name: o.metrics for o in outcomes if o.status == DONE})
     fetch_experiments(root, {name: sweep.commit for name in done})
     with tempfile.TemporaryDirectory(prefix="aepipe-sweep-") as scratch:
         files: list[Path] = []

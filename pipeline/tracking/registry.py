@@ -268,7 +268,10 @@ def register(runs: RunFinder, candidate: Candidate, alias: str, report: Report =
     producing = runs.producing(candidate.path, candidate.md5)
     if not producing:
         raise TrackingError(
-            f"no MLflow run records {candidate.path} with md5 {candidate.md5}: nothing to register"
+            f"no MLflow run records {candidate.path} with md5 {candidate.md5}: nothing to "
+            "register (DVC restored it from its run cache, trained while logging to another "
+            "tracking store); train it against this store: `dvc exp run --force` (or "
+            "`dvc repro --force`)"
         )
     client = runs.client
     with store_lock(), store_errors(runs.uri):

@@ -8,6 +8,7 @@ refused, as is a second driver of a sweep that runs now.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from pipeline.tracking.tags import TAG_PROCESS, TAG_ROLE, TAG_ROLE_SWEEP, TAG_SW
 TAG_SWEEP_NAME = "aepipe.sweep_name"
 TAG_SWEEP_SPEC = "aepipe.sweep_spec"  # digest of the commit and the cells
 TAG_FAILED_CELLS = "aepipe.failed_cells"
+TAG_RESTORED = "aepipe.restored"
+CUT_OFF = "aepipe sweep: an attempt of this cell cut off with its worker; the cell ran again"
 MAX_TAG_LENGTH = 5000
 
 
@@ -37,6 +40,19 @@ class SweepRun:
 
     def __init__(self, client: Any, experiment_id: str, run_id: str, uri: str):
         self.client, self.experiment_id, self.run_id, self.uri = client, experiment_id, run_id, uri
+
+    @staticmethod
+    def refuse_conflicts(name: str, spec: str) -> None:
+        """Refuse early, before a sweep starts anything, what `open` would refuse."""
+        uri, artifact_dir = configured_uri()
+        ensure_reachable(uri)
+        with store_errors(uri):
+            client = open_client(uri)
+            with store_lock():
+                experiment_id = project_experiment_id(client, artifact_dir)
+            found = client.search_runs([experiment_id], filter_string=_named(name), max_results=1)
+        if found:
+            _refuse_another(found[0], name, spec)
 
     @classmethod
     def open(cls, name: str, spec: str, commit: str, cells: int) -> tuple[SweepRun, bool]:
@@ -49,10 +65,9 @@ class SweepRun:
             client = open_client(uri)
             with store_lock():
                 experiment_id = project_experiment_id(client, artifact_dir)
-                query = (
-                    f"tags.`{TAG_ROLE}` = '{TAG_ROLE_SWEEP}' and tags.`{TAG_SWEEP_NAME}` = '{name}'"
+                found = client.search_runs(
+                    [experiment_id], filter_string=_named(name), max_results=1
                 )
-                found = client.search_runs([experiment_id], filter_string=query, max_results=1)
                 me = processes.process_identity(psutil.Process())
                 if found:
                     run = found[0]
@@ -89,6 +104,47 @@ class SweepRun:
                 self.client.set_terminated(run.info.run_id, "KILLED")
         return len(running)
 
+    def settle_cells(self, metrics: dict[str, dict[str, Any]]) -> None:
+        """One FINISHED pipeline run per finished cell (`metrics`: cell -> its metrics.json).
+        A cell whose every stage DVC restored from its run cache ran nothing, so it gets a run
+        of its own holding its metrics; an attempt that a lost worker cut off between two stages
+        (its pipeline run FINISHED by its last stage) is marked KILLED beside the attempt that
+        did finish."""
+        query = f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`{TAG_ROLE}` = 'pipeline'"
+        with store_errors(self.uri):
+            children = self.client.search_runs(
+                [self.experiment_id], filter_string=query, max_results=5000
+            )
+            for cell, values in metrics.items():
+                finished = sorted(
+                    (
+                        c
+                        for c in children
+                        if c.data.tags.get("dvc.exp_name") == cell and c.info.status == "FINISHED"
+                    ),
+                    key=lambda c: c.info.start_time,
+                )
+                for attempt in finished[:-1]:
+                    self.client.set_tag(attempt.info.run_id, TAG_ENDED_BY, CUT_OFF)
+                    self.client.set_terminated(attempt.info.run_id, "KILLED")
+                if not finished:
+                    self._restored_cell(cell, values)
+
+    def _restored_cell(self, cell: str, values: dict[str, Any]) -> None:
+        tags = {
+            "mlflow.parentRunId": self.run_id,
+            TAG_SWEEP: self.run_id,
+            TAG_ROLE: "pipeline",
+            TAG_RESTORED: "every stage restored from DVC's run cache: no stage ran",
+            "dvc.exp_name": cell,
+        }
+        run = self.client.create_run(self.experiment_id, run_name=cell, tags=tags)
+        for group, scores in values.items():
+            for metric, value in scores.items() if isinstance(scores, dict) else []:
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self.client.log_metric(run.info.run_id, f"{group}.{metric}", value)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+
     def end(self, status: str, files: list[Path], failed: list[str]) -> None:
         """Log `files` under `comparison/`, name the failed cells, end the run with `status`."""
         with store_errors(self.uri):
@@ -96,6 +152,10 @@ class SweepRun:
                 self.client.log_artifact(self.run_id, str(path), "comparison")
             self.client.set_tag(self.run_id, TAG_FAILED_CELLS, " ".join(failed)[:MAX_TAG_LENGTH])
             self.client.set_terminated(self.run_id, status, end_time=int(time.time() * 1000))
+
+
+def _named(name: str) -> str:
+    return f"tags.`{TAG_ROLE}` = '{TAG_ROLE_SWEEP}' and tags.`{TAG_SWEEP_NAME}` = '{name}'"
 
 
 def _refuse_another(run: Any, name: str, spec: str) -> None:
