@@ -5,8 +5,8 @@ instance on this machine, side by side.
 
 Setup, in a scratch directory: a clone of this repository with tiny-but-real params, reproduced,
 its commit pushed to a bare git remote and its outputs and DVC run cache to a local DVC remote.
-Each round runs the same 2 x 3 sweep (two learning rates of the denoiser, never run before in
-this benchmark, over seeds 0 1 2) both ways, alternating which goes first:
+Each round runs a 2 x 3 sweep (two learning rates of the denoiser, never run before in this
+benchmark, nor by the other way, over seeds 0 1 2) both ways, alternating which goes first:
 
 - queue: `dvc exp run --queue` of the six experiments in the workspace, `dvc queue start -j 2`,
   until the six are done;
@@ -90,9 +90,11 @@ def workspace(scratch: Path, env: dict[str, str]) -> Path:
     return repo
 
 
-def learning_rates(round_: int) -> tuple[str, str]:
-    """Two learning rates no earlier round ran, so that DVC's run cache answers for nothing."""
-    nudge = (round_ + 1) * 1e-7
+def learning_rates(round_: int, way: str) -> tuple[str, str]:
+    """Two learning rates that no earlier round and not the other way ran, so that DVC's run
+    cache answers for nothing (a sweep after the queue would otherwise restore every stage of
+    the queue's experiments from the DVC remote)."""
+    nudge = (2 * round_ + (way == "sweep") + 1) * 1e-7
     return f"{0.002 + nudge:.7f}", f"{0.003 + nudge:.7f}"
 
 
@@ -185,12 +187,14 @@ def main() -> None:
         repo = workspace(scratch, env)
         queue_s, sweep_s, phases, starts = [], [], [], []
         for round_ in range(args.rounds):
-            rates = learning_rates(round_)
             order = ["queue", "sweep"] if round_ % 2 == 0 else ["sweep", "queue"]
             for way in order:
                 if way == "queue":
-                    queue_s.append(through_queue(repo, env, rates, f"q{round_}"))
+                    queue_s.append(
+                        through_queue(repo, env, learning_rates(round_, way), f"q{round_}")
+                    )
                 else:
+                    rates = learning_rates(round_, way)
                     seconds, lines, start = through_sweep(repo, env, rates, f"s{round_}")
                     sweep_s.append(seconds)
                     phases += lines
