@@ -8,8 +8,10 @@ refused, as is a second driver of a sweep that runs now.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,46 +46,31 @@ class SweepRun:
     @staticmethod
     def refuse_conflicts(name: str, spec: str) -> None:
         """Refuse early, before a sweep starts anything, what `open` would refuse."""
-        uri, artifact_dir = configured_uri()
-        ensure_reachable(uri)
-        with store_errors(uri):
-            client = open_client(uri)
-            with store_lock():
-                experiment_id = project_experiment_id(client, artifact_dir)
-            found = client.search_runs([experiment_id], filter_string=_named(name), max_results=1)
-        if found:
-            _refuse_another(found[0], name, spec)
+        with _sweeps_named(name) as (_, _, _, found):
+            if found:
+                _refuse_another(found[0], name, spec)
 
     @classmethod
     def open(cls, name: str, spec: str, commit: str, cells: int) -> tuple[SweepRun, bool]:
         """The sweep's run, started or resumed; True if resumed. Refuses another sweep of this
         name, and a sweep whose driver still runs."""
-        uri, artifact_dir = configured_uri()
-        ensure_reachable(uri)
-
-        with store_errors(uri):
-            client = open_client(uri)
-            with store_lock():
-                experiment_id = project_experiment_id(client, artifact_dir)
-                found = client.search_runs(
-                    [experiment_id], filter_string=_named(name), max_results=1
-                )
-                me = processes.process_identity(psutil.Process())
-                if found:
-                    run = found[0]
-                    _refuse_another(run, name, spec)
-                    client.update_run(run.info.run_id, status="RUNNING")
-                    client.set_tag(run.info.run_id, TAG_PROCESS, me)
-                    return cls(client, experiment_id, run.info.run_id, uri), True
-                tags = {
-                    TAG_ROLE: TAG_ROLE_SWEEP,
-                    TAG_SWEEP_NAME: name,
-                    TAG_SWEEP_SPEC: spec,
-                    TAG_PROCESS: me,
-                    "git.commit": commit,
-                    "aepipe.cells": str(cells),
-                }
-                run = client.create_run(experiment_id, run_name=name, tags=tags)
+        with _sweeps_named(name) as (uri, client, experiment_id, found):
+            me = processes.process_identity(psutil.Process())
+            if found:
+                run = found[0]
+                _refuse_another(run, name, spec)
+                client.update_run(run.info.run_id, status="RUNNING")
+                client.set_tag(run.info.run_id, TAG_PROCESS, me)
+                return cls(client, experiment_id, run.info.run_id, uri), True
+            tags = {
+                TAG_ROLE: TAG_ROLE_SWEEP,
+                TAG_SWEEP_NAME: name,
+                TAG_SWEEP_SPEC: spec,
+                TAG_PROCESS: me,
+                "git.commit": commit,
+                "aepipe.cells": str(cells),
+            }
+            run = client.create_run(experiment_id, run_name=name, tags=tags)
         return cls(client, experiment_id, run.info.run_id, uri), False
 
     def link(self) -> str:
@@ -154,8 +141,19 @@ class SweepRun:
             self.client.set_terminated(self.run_id, status, end_time=int(time.time() * 1000))
 
 
-def _named(name: str) -> str:
-    return f"tags.`{TAG_ROLE}` = '{TAG_ROLE_SWEEP}' and tags.`{TAG_SWEEP_NAME}` = '{name}'"
+@contextlib.contextmanager
+def _sweeps_named(name: str) -> Iterator[tuple[str, Any, str, list[Any]]]:
+    """(store URI, client, the project's experiment, the sweep runs named `name`), the store
+    locked for the block (a SQLite store: see `store_lock`)."""
+    uri, artifact_dir = configured_uri()
+    ensure_reachable(uri)
+    named = f"tags.`{TAG_ROLE}` = '{TAG_ROLE_SWEEP}' and tags.`{TAG_SWEEP_NAME}` = '{name}'"
+    with store_errors(uri):
+        client = open_client(uri)
+        with store_lock():
+            experiment_id = project_experiment_id(client, artifact_dir)
+            found = client.search_runs([experiment_id], filter_string=named, max_results=1)
+            yield uri, client, experiment_id, found
 
 
 def _refuse_another(run: Any, name: str, spec: str) -> None:
