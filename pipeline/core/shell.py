@@ -10,12 +10,30 @@ from pathlib import Path
 DVC = (sys.executable, "-m", "dvc")
 
 
+class GitError(subprocess.CalledProcessError):
+    """A failed git command, read as one line: `git <command>: <what git said>`."""
+
+    @property
+    def said(self) -> str:
+        lines = [line.strip() for line in (self.stderr or "").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("fatal:", "error:", "!"))]
+        return (errors or lines or ["failed"])[0]
+
+    def __str__(self) -> str:
+        return f"git {self.cmd[1]}: {self.said}"
+
+
 def git(*args: str, cwd: Path, check: bool = True, stdin: str | None = None) -> str:
-    """The output of `git <args>` in `cwd`; with `check=False`, "" where git fails."""
+    """The output of `git <args>` in `cwd`; where git fails, GitError (with `check=False`,
+    "")."""
     result = subprocess.run(
-        ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True, check=check
+        ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True, check=False
     )
-    return result.stdout if result.returncode == 0 else ""
+    if result.returncode == 0:
+        return result.stdout
+    if check:
+        raise GitError(result.returncode, result.args, result.stdout, result.stderr)
+    return ""
 
 
 def dvc(

@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from pipeline.core import paths, processes
-from pipeline.core.shell import DVC, dvc_error, git
+from pipeline.core.shell import DVC, GitError, dvc_error, git
 from pipeline.experiments import sharing
 
 DONE, FAILED, EARLIER = "done", "failed", "finished earlier"
@@ -78,6 +78,11 @@ class Outcome:
     node: str = ""
 
 
+def experiment_ref(commit: str, name: str) -> str:
+    """The git ref of DVC experiment `name` based on `commit`."""
+    return f"refs/exps/{commit[:2]}/{commit[2:]}/{name}"
+
+
 def remote_experiments(repo: Path, url: str) -> dict[str, str]:
     """Experiment name -> the commit it is based on, for every experiment the git remote `url`
     holds (refs/exps/<commit[:2]>/<commit[2:]>/<name>)."""
@@ -114,13 +119,11 @@ def run_cell(cell: Cell, shared: Shared) -> Outcome:
         with _timed(outcome, "push"):
             with sharing.project(repo, "push") as opened:  # data first, then the ref
                 sharing.push(opened)
-            ref = f"refs/exps/{shared.commit[:2]}/{shared.commit[2:]}/{cell.name}"
-            pushed = subprocess.run(
-                ["git", "push", "--quiet", shared.git_url, f"{ref}:{ref}"],
-                cwd=repo, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if pushed.returncode != 0:
-                raise RuntimeError(_ref_refused(cell.name, pushed.stderr))
+            ref = experiment_ref(shared.commit, cell.name)
+            try:
+                git("push", "--quiet", shared.git_url, f"{ref}:{ref}", cwd=repo)
+            except GitError as exc:
+                raise RuntimeError(_ref_refused(cell.name, exc.stderr)) from None
         return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -36,7 +36,7 @@ from pipeline.core import interrupts
 from pipeline.core.entry import runs_the_code_here
 from pipeline.core.errors import ParamsError, PipelineError, one_line
 from pipeline.core.progress import Report
-from pipeline.core.shell import git
+from pipeline.core.shell import GitError, git
 from pipeline.experiments.cells import (
     DONE,
     EARLIER,
@@ -45,6 +45,7 @@ from pipeline.experiments.cells import (
     Cell,
     Outcome,
     Shared,
+    experiment_ref,
     probe_node,
     remote_experiments,
     run_cell,
@@ -118,7 +119,8 @@ def _check_pushed(root: Path, commit: str) -> None:
             f"uncommitted changes ({shown}): a sweep runs the pushed commit, not the workspace; "
             "commit and push them first"
         )
-    _reach_origin(root, ["fetch", "--quiet", "origin"])
+    with _reaching_origin(root):
+        git("fetch", "--quiet", "origin", cwd=root)
     on_remote = git(
         "for-each-ref", "--contains", commit, "--format=%(refname)", "refs/remotes/origin",
         cwd=root, check=False,
@@ -338,32 +340,31 @@ def fetch_experiments(root: Path, found: dict[str, str]) -> None:
     """Experiments of the git remote (name -> baseline commit) into this clone: their refs,
     which hold their params and metrics (the small outputs are in git), so that `dvc exp show`
     and `aepipe compare` see them; `dvc exp pull` brings their other outputs if wanted."""
-    refs = [f"refs/exps/{commit[:2]}/{commit[2:]}/{name}" for name, commit in found.items()]
+    refs = [experiment_ref(commit, name) for name, commit in found.items()]
     if not refs:
         return
-    fetched = subprocess.run(
-        ["git", "fetch", "--quiet", "origin", *(f"+{ref}:{ref}" for ref in refs)],
-        cwd=root, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if fetched.returncode != 0:
-        lines = fetched.stderr.strip().splitlines()
-        raise PipelineError(f"git fetch origin: {lines[-1] if lines else 'failed'}")
+    try:
+        git("fetch", "--quiet", "origin", *(f"+{ref}:{ref}" for ref in refs), cwd=root)
+    except GitError as exc:
+        raise PipelineError(f"git fetch origin: {exc.said}") from None
 
 
-def _reach_origin(root: Path, args: list[str]) -> str:
-    """`git <args>` against origin; one line naming the remote if git cannot reach it."""
-    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        said = [line for line in done.stderr.splitlines() if line.strip()] or ["failed"]
-        raise PipelineError(f"cannot reach the git remote origin ({_origin(root)}): {said[0]}")
-    return done.stdout
+@contextlib.contextmanager
+def _reaching_origin(root: Path) -> Iterator[None]:
+    """One line naming the git remote when git cannot reach it."""
+    try:
+        yield
+    except GitError as exc:
+        raise PipelineError(
+            f"cannot reach the git remote origin ({_origin(root)}): {exc.said}"
+        ) from None
 
 
 def sweep_cells_on_remote(root: Path, name: str) -> dict[str, str]:
     """The experiments of sweep `name` on the git remote: experiment -> baseline commit."""
     pattern = re.compile(rf"{re.escape(name)}-\d+-seed\d+")
-    _reach_origin(root, ["ls-remote", "origin", "HEAD"])
-    found = remote_experiments(root, _origin(root))
+    with _reaching_origin(root):
+        found = remote_experiments(root, _origin(root))
     return {exp: commit for exp, commit in found.items() if pattern.fullmatch(exp)}
 
 
