@@ -35,13 +35,15 @@ def restore(root: Path) -> list[str]:
     """Restore; return what was done, one line each."""
     if not git("rev-parse", "--verify", "--quiet", "HEAD", cwd=root, check=False).strip():
         raise PipelineError(f"{root}: no git commit to restore from")
-    candidates = [*RESTORED, *_lock_outputs(root)]
+    outputs = _lock_outputs(root)
+    candidates = [*RESTORED, *outputs]
     committed = git(
         "ls-tree", "-r", "--name-only", "HEAD", "--", *candidates, cwd=root, check=False
     ).split()
     changed = git("diff", "--name-only", "HEAD", "--", *committed, cwd=root, check=False).split()
     done = [
-        f"saved {path} to {copy}: DVC's cache has no copy" for path, copy in save_uncached(root)
+        f"saved {path} to {copy}: DVC's cache has no copy"
+        for path, copy in save_uncached(root, outputs)
     ]
     if changed:
         git("checkout", "HEAD", "--", *changed, cwd=root)
@@ -82,15 +84,16 @@ def _kept(cache, root: Path, path: Path) -> bool:
     return len(blobs) == len(files) and found.count(" blob ") == len(blobs)
 
 
-def save_uncached(root: Path) -> list[tuple[str, Path]]:
-    """Copy aside every output that `dvc checkout` would replace and DVC's cache does not hold;
-    return (output, where its copy is)."""
+def save_uncached(root: Path, outputs: dict[str, str]) -> list[tuple[str, Path]]:
+    """Copy aside every one of `outputs` (path -> md5 the committed dvc.lock records) that
+    `dvc checkout` would replace and neither DVC's cache nor git holds; return (output, where
+    its copy is)."""
     from dvc.repo import Repo
 
     cache = Repo(str(root)).cache.local
     saved = []
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # two restores at once: two
-    for name, md5 in _lock_outputs(root).items():
+    for name, md5 in outputs.items():
         path = root / name
         if not path.exists() or dvc_md5(path) == md5 or _kept(cache, root, path):
             continue
