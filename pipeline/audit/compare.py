@@ -20,7 +20,7 @@ from pipeline.audit.configurations import (
     replicate_frame,
 )
 from pipeline.core.errors import PipelineError
-from pipeline.core.shell import git
+from pipeline.core.shell import commit_of
 from pipeline.tracking.finder import RunFinder
 
 DEFAULT_METRICS = ("denoiser_on_noisy.psnr", "basic_on_clean.psnr", "noisy_input.psnr")
@@ -92,12 +92,12 @@ def check_repository(root: Path, revs: list[str] | None) -> None:
     """DVC experiments are git commits: refuse, in one line, what has none to show."""
     if not (root / ".dvc").is_dir():
         raise PipelineError(f"{root}: not a DVC repository (run aepipe compare in the project)")
-    if not git("rev-parse", "--verify", "--quiet", "HEAD", cwd=root, check=False).strip():
+    if not commit_of("HEAD", root):
         raise PipelineError(
             f"{root}: no git commit yet; DVC experiments are commits, so commit the project first"
         )
     for rev in revs or []:
-        if not git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=root, check=False):
+        if not commit_of(rev, root):
             raise PipelineError(f"--rev {rev}: no such commit in {root}")
 
 

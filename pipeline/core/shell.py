@@ -36,6 +36,12 @@ def git(*args: str, cwd: Path, check: bool = True, stdin: str | None = None) -> 
     return ""
 
 
+def commit_of(rev: str, cwd: Path) -> str:
+    """The full hash of the commit `rev` names in `cwd`'s repository; "" if it names none."""
+    named = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=cwd, check=False)
+    return named.strip()
+
+
 def dvc(
     *args: str, cwd: Path, env: dict[str, str] | None = None, own_session: bool = False
 ) -> subprocess.CompletedProcess:

@@ -36,7 +36,7 @@ from pipeline.core import interrupts
 from pipeline.core.entry import runs_the_code_here
 from pipeline.core.errors import ParamsError, PipelineError, one_line
 from pipeline.core.progress import Report
-from pipeline.core.shell import GitError, git
+from pipeline.core.shell import GitError, commit_of, git
 from pipeline.experiments.cells import (
     DONE,
     EARLIER,
@@ -87,7 +87,7 @@ def plan(root: Path, name: str, seeds: list[int], assignments: list[str]) -> Pla
             cell = Cell(cell_name(name, setting, seed), setting, seed, tuple(combination))
             validated(root / "params.yaml", combination, seed, f"cell {cell.name}")
             cells.append(cell)
-    commit = git("rev-parse", "--verify", "--quiet", "HEAD", cwd=root, check=False).strip()
+    commit = commit_of("HEAD", root)
     if not commit:
         raise PipelineError(f"{root}: no git commit to sweep; commit and push the project first")
     return Plan(name, commit, tuple(cells))

@@ -24,7 +24,7 @@ import yaml
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.files import dvc_md5, file_digest
-from pipeline.core.shell import dvc, dvc_error, git
+from pipeline.core.shell import commit_of, dvc, dvc_error, git
 
 SAVED_DIR = paths.STATE_DIR / "saved"
 
@@ -33,7 +33,7 @@ RESTORED = ("params.yaml", "dvc.lock")
 
 def restore(root: Path) -> list[str]:
     """Restore; return what was done, one line each."""
-    if not git("rev-parse", "--verify", "--quiet", "HEAD", cwd=root, check=False).strip():
+    if not commit_of("HEAD", root):
         raise PipelineError(f"{root}: no git commit to restore from")
     outputs = _lock_outputs(root)
     candidates = [*RESTORED, *outputs]
