@@ -239,15 +239,23 @@ def outs(stage: dict) -> dict[str, str]:
 
 def processes_running(fragment: str, among=None) -> list:
     """The live processes (default: all; else those in `among`) whose command line contains
-    `fragment`; processes that end or turn zombie while being read are skipped."""
+    `fragment`; processes that end or turn zombie while being read are skipped, and so are
+    shells: DVC runs a stage's command through $SHELL, and dash (Debian's /bin/sh, DVC's choice
+    when SHELL is unset) stays as the command's parent with the command in its own argv."""
     import psutil
 
     found = []
     for process in psutil.process_iter() if among is None else among:
         with contextlib.suppress(psutil.Error):
-            if fragment in " ".join(process.cmdline()):
+            argv = process.cmdline()
+            if argv and Path(argv[0]).name in SHELLS:
+                continue
+            if fragment in " ".join(argv):
                 found.append(process)
     return found
+
+
+SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh"}
 
 
 def free_port() -> int:
