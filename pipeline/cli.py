@@ -197,6 +197,17 @@ def _server(args: argparse.Namespace) -> None:
         print(server.status(config))
 
 
+def _host(args: argparse.Namespace) -> None:
+    from pipeline.ops import host
+
+    if args.action == "start":
+        print(host.start(args.idle))
+    elif args.action == "stop":
+        print(host.stop())
+    else:
+        print(host.status())
+
+
 def _restore(args: argparse.Namespace) -> None:
     from pipeline.core.paths import repository_root
     from pipeline.experiments.workspace import restore
@@ -370,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep's cluster)",
     )
     server.add_argument("--db-port", type=port_number, default=5433, help="PostgreSQL port (5433)")
+    host = add(
+        "host",
+        _host,
+        "stage host: stages started by DVC on this machine skip their imports of TensorFlow, "
+        "Keras and MLflow",
+    )
+    host.add_argument("action", choices=("start", "stop", "status"))
+    host.add_argument(
+        "--idle", type=float, default=60, metavar="MINUTES", help="end after this long idle (60)"
+    )
     for name, help_text in STAGE_COMMANDS.items():
         stage = add(name, _stage(name), help_text)
         if name == "train":

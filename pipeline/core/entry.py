@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.core import interrupts, params_guard, paths, processes
+from pipeline.core import interrupts, params_guard, paths, processes, warm
 from pipeline.core.config import load_params
 from pipeline.core.errors import PipelineError
 
@@ -44,7 +44,8 @@ MLFLOW_PATIENCE = {
 
 def run_command(name: str, command: Callable[[], int | None]) -> int:
     """Run `command()`; turn what a user can fix into one line, and signals into Ctrl-C."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for variable, value in warm.IMPORT_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for variable, value in MLFLOW_PATIENCE.items():
         os.environ.setdefault(variable, value)

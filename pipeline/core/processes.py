@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+STAGE_PID_ENV = "AEPIPE_STAGE_PID"  # set by the stage host in the child that runs a stage
+
 
 def process_identity(process: psutil.Process) -> str:
     """`host:pid:start time`: one process, also after its pid is reused by another."""
@@ -41,8 +43,12 @@ def process_gone(identity: str) -> bool:
 
 def pipeline_process() -> psutil.Process:
     """The `dvc repro` / `dvc exp run` process this stage runs under (the nearest `dvc`
-    ancestor), or this process when a stage is run by hand."""
-    me = psutil.Process()
+    ancestor), or this process when a stage is run by hand. A stage run by the stage host looks
+    from the process DVC started, which stands in for it."""
+    try:
+        me = psutil.Process(int(os.environ.get(STAGE_PID_ENV, os.getpid())))
+    except (psutil.Error, ValueError):
+        me = psutil.Process()
     try:
         return next((p for p in me.parents() if _is_dvc_command(p.cmdline())), me)
     except (psutil.Error, OSError):

@@ -1,0 +1,247 @@
+"""A stage's warm start: hand `python -m pipeline.stages.<name>` to the stage host.
+
+The stage host (`aepipe host start`, `pipeline.ops.host`) has imported TensorFlow, Keras, MLflow
+and the rest of the stages' third-party modules once. A stage process that finds it up sends it
+its command, working directory, environment, `sys.path` and standard streams; a child forked from
+the host runs the stage (the pipeline's own modules are imported afresh there, from this
+process's `sys.path`), and this process relays Ctrl-C / SIGTERM / SIGHUP to that child and ends
+as it ended. Without a host, or with a host that could run the stage differently from a cold
+start (other copies of the modules it imported, another virtual environment, other import-time
+environment variables), the stage starts cold, as it always did.
+
+Imported by every stage process before anything else: the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+HOST_DIR_ENV = "AEPIPE_HOST_DIR"  # where hosts keep their socket and record (default below)
+SWITCH_ENV = "AEPIPE_HOST"  # "off": every stage starts cold
+STAGE_PREFIX = "pipeline.stages."
+HEADER = struct.Struct("!Q")  # the request's length, sent with the standard streams
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+START_TIMEOUT_S = 30  # a host forks a stage's child within milliseconds
+
+# Read by TensorFlow and its libraries when they are imported (or their threads start), so a
+# host imported under other values would run a stage differently from a cold start. TF_CONFIG is
+# read when a stage builds its strategy, in the child: not part of it.
+IMPORT_TIME_PREFIXES = ("TF_", "XLA_", "KERAS_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "LD_")
+NOT_AT_IMPORT = {"TF_CONFIG"}
+# What a stage process sets before it imports TensorFlow (`core.entry.run_command`).
+IMPORT_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def host_dir() -> Path:
+    if configured := os.environ.get(HOST_DIR_ENV):
+        return Path(configured)
+    system_tmp = os.environ.get("AEPIPE_SYSTEM_TMPDIR") or tempfile.gettempdir()
+    return Path(system_tmp) / f"aepipe-host-{os.getuid()}"
+
+
+def host_key() -> str:
+    """One host per user and Python environment (the interpreter and its site-packages)."""
+    where = f"{os.path.realpath(sys.executable)}\n{os.path.realpath(sys.prefix)}"
+    return hashlib.sha1(where.encode()).hexdigest()[:12]
+
+
+def socket_path() -> Path:
+    return host_dir() / f"{host_key()}.sock"
+
+
+def record_path() -> Path:
+    return host_dir() / f"{host_key()}.json"
+
+
+def import_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The variables of `environ` that count at import, as a stage sees them when it imports."""
+    return {
+        name: value
+        for name, value in {**IMPORT_DEFAULTS, **environ}.items()
+        if name.startswith(IMPORT_TIME_PREFIXES) and name not in NOT_AT_IMPORT
+    }
+
+
+def site_stamp() -> float:
+    """Changes when a package is installed, upgraded or removed in this environment."""
+    stamps = []
+    for key in ("purelib", "platlib"):
+        with contextlib.suppress(OSError):
+            stamps.append(os.stat(sysconfig.get_paths()[key]).st_mtime)
+    return max(stamps, default=0.0)
+
+
+def package_root() -> Path:
+    """The directory that holds this copy's `pipeline` package."""
+    return Path(__file__).resolve().parents[2]
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def read_record() -> dict | None:
+    try:
+        record = json.loads(record_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def why_cold(record: dict) -> str | None:
+    """Why the host of `record` must not run this process's stage, or None."""
+    if record.get("site_stamp") != site_stamp():
+        return "packages were installed or removed in this environment since the host started"
+    ours = import_environment(os.environ)
+    theirs = record.get("import_environment", {})
+    for name in sorted(set(ours) | set(theirs)):
+        if ours.get(name) != theirs.get(name):
+            return (
+                f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
+            )
+    root = package_root()
+    for relative, md5 in record.get("code", {}).items():
+        try:
+            same = file_md5(root / relative) == md5
+        except OSError:
+            same = False
+        if not same:
+            return f"{relative} here differs from the copy the host runs"
+    return None
+
+
+def stage_module() -> str | None:
+    """`pipeline.stages.<name>` when this process is `python -m pipeline.stages.<name> ...`."""
+    argv = getattr(sys, "orig_argv", [])
+    for index, part in enumerate(argv[1:], start=1):
+        if part == "-m":
+            module = argv[index + 1] if index + 1 < len(argv) else ""
+            return module if module.startswith(STAGE_PREFIX) else None
+        if not part.startswith("-"):
+            return None
+    return None
+
+
+def run_in_host() -> None:
+    """If this process is a stage and a host can run it: run it there and end as it ended (never
+    returns). Otherwise return, and the stage starts cold here."""
+    module = stage_module()
+    if module is None or os.environ.get(SWITCH_ENV) == "off":
+        return
+    if any(arg.startswith(("/proc/self/fd/", "/dev/fd/")) for arg in sys.argv):
+        return  # a descriptor of this process (a multi-worker stage's params): only here
+    record = read_record()
+    if record is None:
+        return
+    stage = module.removeprefix(STAGE_PREFIX)
+    problem = why_cold(record)
+    if problem is not None:
+        print(
+            f"aepipe {stage}: starting cold, not in the stage host: {problem} "
+            "(`aepipe host start` restarts it)",
+            file=sys.stderr,
+        )
+        return
+    try:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(10)
+        connection.connect(str(socket_path()))
+        _send_request(connection, module)
+    except OSError:
+        return  # no host answers there (it ended, or was killed): a cold start
+    previous = {signum: signal.getsignal(signum) for signum in RELAYED}
+    kind, value = _relay(connection)
+    if kind == "cold":  # the host ended before it started anything: nothing ran
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        return
+    _end_as(stage, kind, value)
+
+
+def _send_request(connection: socket.socket, module: str) -> None:
+    request = json.dumps(
+        {
+            "module": module,
+            "args": sys.argv[1:],
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "path": sys.path,
+            "umask": _umask(),
+            "stage_pid": os.getpid(),
+        }
+    ).encode()
+    socket.send_fds(connection, [HEADER.pack(len(request))], [0, 1, 2])
+    connection.sendall(request)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _relay(connection: socket.socket) -> tuple[str, int]:
+    """Relay signals to the stage's child until the host says how it ended: ("exit", status) or
+    ("signal", number); ("lost", 0) if the host ended while the child ran, ("cold", 0) if it
+    ended before it started one."""
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            connection.sendall(f"signal {signum}\n".encode())
+
+    for signum in RELAYED:
+        signal.signal(signum, forward)
+    started = False
+    buffered = b""
+    connection.settimeout(START_TIMEOUT_S)  # a host that is stopped or not one: never hang
+    while True:
+        try:
+            chunk = connection.recv(4096)
+        except TimeoutError:
+            return "silent", 0
+        if not chunk:
+            break
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            kind, _, value = line.decode().partition(" ")
+            if kind == "started":
+                started = True
+                connection.settimeout(None)
+            elif kind in ("exit", "signal"):
+                return kind, int(value)
+    if not started:
+        return "cold", 0
+    return "lost", 0
+
+
+def _end_as(stage: str, kind: str, value: int) -> None:
+    if kind == "silent":
+        print(
+            f"aepipe {stage}: error: the stage host at {socket_path()} took no stage in "
+            f"{START_TIMEOUT_S} s (stopped? `aepipe host stop`, or {SWITCH_ENV}=off to start "
+            "stages cold)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if kind == "lost":
+        print(
+            f"aepipe {stage}: error: the stage host ended while it ran this stage; nothing of "
+            "this run counts (`aepipe host status`)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if kind == "signal":
+        signal.signal(value, signal.SIG_DFL)
+        os.kill(os.getpid(), value)
+    sys.exit(value)

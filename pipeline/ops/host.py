@@ -1,0 +1,400 @@
+"""`aepipe host start|stop|status`: the stage host, which pays the stages' imports once.
+
+The host is a process that has imported TensorFlow, Keras, MLflow and the other third-party
+modules the stages use, and nothing of the pipeline but itself. A stage process that finds it
+(`core.warm`) sends it its command; the host forks a child that takes the stage process's
+standard streams, working directory, environment and `sys.path`, imports the pipeline's modules
+afresh from there and runs the stage. So the code that runs is the workspace's, whatever
+repository or queued experiment the stage belongs to; only the host's own modules are fixed when
+it starts, and a stage whose copy of them (or whose packages, or import-time environment)
+differs starts cold instead, saying why.
+
+The child dies with the host (a killed host fails its running stages, which say so in one line);
+a stage process killed outright takes its child with it. The host serves one user's stages of
+one Python environment, through a socket only that user can open; it ends after `--idle`
+minutes without a stage, or at `aepipe host stop` once its running stages have ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from pipeline.core import processes, warm
+from pipeline.core.errors import PipelineError
+
+# What the stages import that costs time: TensorFlow and Keras (training, evaluation), MLflow
+# (registry), scikit-learn, SciPy, scikit-image and pandas (baselines, probes, comparisons).
+PRELOADED = (
+    "numpy",
+    "yaml",
+    "pydantic",
+    "tensorflow",
+    "keras",
+    "mlflow",
+    "mlflow.tracking",
+    "sklearn.decomposition",
+    "sklearn.linear_model",
+    "scipy.ndimage",
+    "skimage.restoration",
+    "pandas",
+    "matplotlib.pyplot",
+)
+READY_TIMEOUT_S = 120
+POLL_S = 0.2
+REQUEST_TIMEOUT_S = 10
+
+
+@dataclass
+class Job:
+    """A stage to run in this (forked) process."""
+
+    request: dict
+    streams: list[int]
+
+    def run(self) -> None:
+        """Become the stage process the request describes, then run the stage as `python -m`
+        would (its exit status is this process's)."""
+        request = self.request
+        os.setsid()  # not in the host's process group: only the stage process signals it
+        for target, descriptor in enumerate(self.streams):
+            os.dup2(descriptor, target)
+            os.close(descriptor)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ[processes.STAGE_PID_ENV] = str(request["stage_pid"])
+        tempfile.tempdir = None
+        for signum in (*warm.RELAYED, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for name in [name for name in sys.modules if name.split(".")[0] == "pipeline"]:
+            del sys.modules[name]
+        sys.path[:] = request["path"]
+        sys.argv[:] = [request["module"], *request["args"]]
+        unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
+        sys.stdin = _text_stream(0, "r", unbuffered)
+        sys.stdout = _text_stream(1, "w", unbuffered)
+        sys.stderr = _text_stream(2, "w", True)
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+
+def _text_stream(descriptor: int, mode: str, unbuffered: bool) -> io.TextIOWrapper:
+    raw = io.FileIO(descriptor, mode, closefd=False)
+    tty = raw.isatty()
+    binary = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+    return io.TextIOWrapper(
+        binary,  # type: ignore[arg-type]
+        encoding=sys.getdefaultencoding() if tty else None,
+        errors="backslashreplace" if descriptor == 2 else None,
+        line_buffering=tty,
+        write_through=unbuffered and mode == "w",
+    )
+
+
+def preload() -> None:
+    for name, value in warm.IMPORT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    for module in PRELOADED:
+        importlib.import_module(module)
+
+
+def code_manifest() -> dict[str, str]:
+    """The pipeline's files this host has imported, by path under the package root, and their
+    md5: a stage whose copies differ does not run here."""
+    root = warm.package_root()
+    manifest = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if (name == "__main__" or name.split(".")[0] == "pipeline") and file:
+            path = Path(file).resolve()
+            manifest[str(path.relative_to(root))] = warm.file_md5(path)
+    return manifest
+
+
+class Host:
+    """The serving loop: one forked child per stage, its exit status back to its stage process."""
+
+    def __init__(self, listener: socket.socket, idle_s: float, leave: Callable[[], None]):
+        self.listener = listener
+        self.leave = leave  # removes the socket and the record
+        self.idle_s = idle_s
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ)
+        self.children: dict[int, socket.socket] = {}  # child pid -> its stage process
+        self.draining = False
+        self.last_busy = time.monotonic()
+
+    def serve(self) -> Job | None:
+        """Serve until idle or asked to stop (None); in a forked child, the Job it is to run."""
+        while not self._done():
+            if self.draining and self.listener.fileno() != -1:
+                self.selector.unregister(self.listener)
+                self.listener.close()  # stages that knock now start cold
+                self.leave()
+            for key, _ in self.selector.select(POLL_S):
+                if key.fileobj is self.listener:
+                    job = self._accept()
+                    if job is not None:
+                        return job
+                else:
+                    self._from_stage(key.fileobj, key.data)  # type: ignore[arg-type]
+            self._reap()
+        return None
+
+    def drain(self, signum: int, frame: object) -> None:
+        self.draining = True
+
+    def _done(self) -> bool:
+        if self.children:
+            self.last_busy = time.monotonic()
+            return False
+        return self.draining or time.monotonic() - self.last_busy > self.idle_s
+
+    def _accept(self) -> Job | None:
+        connection, _ = self.listener.accept()
+        try:
+            connection.settimeout(REQUEST_TIMEOUT_S)
+            header, streams, _, _ = socket.recv_fds(connection, warm.HEADER.size, 3)
+            (length,) = warm.HEADER.unpack(header)
+            body = b""
+            while len(body) < length:
+                chunk = connection.recv(length - len(body))
+                if not chunk:
+                    raise OSError("the stage process went away")
+                body += chunk
+            request = json.loads(body)
+        except (OSError, ValueError, struct.error):
+            connection.close()
+            return None
+        host = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            processes.die_with_parent(host)
+            self.selector.close()
+            self.listener.close()
+            for other in [connection, *self.children.values()]:
+                other.close()
+            return Job(request, streams)
+        for descriptor in streams:
+            os.close(descriptor)
+        self.children[pid] = connection
+        connection.sendall(f"started {pid}\n".encode())
+        self.selector.register(connection, selectors.EVENT_READ, pid)
+        return None
+
+    def _from_stage(self, connection: socket.socket, child: int) -> None:
+        try:
+            data = connection.recv(4096)
+        except OSError:
+            data = b""
+        if not data:  # the stage process is gone: so is its stage, as if it had been killed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+            self.selector.unregister(connection)
+            return
+        for line in data.decode(errors="replace").splitlines():
+            kind, _, value = line.partition(" ")
+            if kind == "signal" and value.isdigit() and int(value) in warm.RELAYED:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, int(value))
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if not done:
+                continue
+            connection = self.children.pop(pid)
+            if os.WIFSIGNALED(status):
+                outcome = f"signal {os.WTERMSIG(status)}"
+            else:
+                outcome = f"exit {os.WEXITSTATUS(status)}"
+            with contextlib.suppress(OSError):
+                connection.sendall(f"{outcome}\n".encode())
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(connection)
+            connection.close()
+
+
+
+def serve(idle_s: float) -> Job | None:
+    """The host process: preload, listen, record itself, serve; in a child, the stage to run."""
+    environment = warm.import_environment(os.environ)
+    preload()
+    directory = warm.host_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = warm.socket_path()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # `start` made sure no host answers there
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    inode = path.stat().st_ino
+    identity = processes.process_identity(psutil.Process())
+    host = Host(listener, idle_s, lambda: _remove_if_ours(path, inode, identity))
+    signal.signal(signal.SIGTERM, host.drain)
+    signal.signal(signal.SIGINT, host.drain)
+    record = {
+        "pid": os.getpid(),
+        "identity": identity,
+        "started": time.time(),
+        "idle_minutes": idle_s / 60,
+        "code": code_manifest(),
+        "import_environment": environment,
+        "site_stamp": warm.site_stamp(),
+        "root": str(warm.package_root()),
+    }
+    temporary = warm.record_path().with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(record, indent=1))
+    temporary.replace(warm.record_path())
+    try:
+        job = host.serve()
+    finally:
+        if os.getpid() == record["pid"]:
+            host.leave()
+    return job
+
+
+def _remove_if_ours(path: Path, inode: int, identity: str) -> None:
+    """Remove the socket and record, unless a newer host has replaced them."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == inode:
+            path.unlink()
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(warm.record_path().read_text()).get("identity") == identity:
+            warm.record_path().unlink()
+
+
+def running_host() -> tuple[dict, psutil.Process] | None:
+    """The host this environment's record names, if that very process still runs."""
+    record = warm.read_record()
+    if record is None:
+        return None
+    try:
+        process = psutil.Process(int(record["pid"]))
+        same = processes.process_identity(process) == record["identity"]
+        same = same and "pipeline.ops.host" in " ".join(process.cmdline())
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return None
+    return (record, process) if same else None
+
+
+def start(idle_minutes: float) -> str:
+    """Start a host for this environment and this copy of the code (replacing one that serves
+    other code); the line to print."""
+    if idle_minutes <= 0:
+        raise PipelineError(f"--idle {idle_minutes:g}: give a number of minutes above 0")
+    running = running_host()
+    if running is not None:
+        record, process = running
+        problem = warm.why_cold(record)
+        if problem is None:
+            return f"stage host already up (pid {process.pid}): {_serving(record)}"
+        _stop(process)
+    directory = warm.host_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = directory / f"{warm.host_key()}.log"
+    began = time.monotonic()
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.ops.host", "--idle", str(idle_minutes * 60)],
+            cwd=warm.package_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not ended by the terminal that started it
+        )
+    while time.monotonic() - began < READY_TIMEOUT_S:
+        running = running_host()
+        if running is not None and running[1].pid == process.pid:
+            return (
+                f"stage host up in {time.monotonic() - began:.1f} s (pid {process.pid}): "
+                f"{_serving(running[0])}"
+            )
+        if process.poll() is not None:
+            lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+            raise PipelineError(f"the stage host did not start: {lines[-1]} (log: {log})")
+        time.sleep(0.1)
+    process.kill()
+    raise PipelineError(f"the stage host was not up after {READY_TIMEOUT_S} s (log: {log})")
+
+
+def _serving(record: dict) -> str:
+    return (
+        f"stages of {sys.prefix} start warm; it ends after {record['idle_minutes']:g} idle "
+        "minutes or at `aepipe host stop`"
+    )
+
+
+def _stop(process: psutil.Process) -> int:
+    """Ask the host to end; wait a little for it. The number of stages it still runs."""
+    stages = len(process.children())
+    process.terminate()
+    with contextlib.suppress(psutil.TimeoutExpired):
+        process.wait(2 if stages else 30)
+    return stages if process.is_running() else 0
+
+
+def stop() -> str:
+    running = running_host()
+    if running is None:
+        return "no stage host is up for this environment"
+    record, process = running
+    stages = _stop(process)
+    if stages:
+        return (
+            f"stage host (pid {process.pid}) stopped taking stages; it ends when its {stages} "
+            "running stage(s) end"
+        )
+    return f"stage host (pid {process.pid}) stopped"
+
+
+def status() -> str:
+    running = running_host()
+    if running is None:
+        return "no stage host is up for this environment: stages start cold"
+    record, process = running
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+    running_stages = len(process.children())
+    problem = warm.why_cold(record)
+    state = (
+        f"stages from {warm.package_root()} start warm"
+        if problem is None
+        else f"stages from {warm.package_root()} start cold: {problem}"
+    )
+    return (
+        f"stage host up since {since} (pid {process.pid}, {running_stages} stage(s) running, "
+        f"ends after {record['idle_minutes']:g} idle minutes): {state}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    idle_s = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 60.0 * 60
+    job = serve(idle_s)
+    if job is None:
+        return 0
+    job.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
