@@ -9,7 +9,6 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,10 +22,12 @@ from tests.conftest import (
     outs,
     pipeline_env,
     processes_running,
+    queue_started,
     run,
     runs_of,
     stop_server,
     tiny_repository,
+    wait_for_queue,
 )
 
 pytestmark = pytest.mark.e2e
@@ -78,67 +79,6 @@ def test_queued_experiments_on_two_workers_land_in_one_mlflow_store(repo):
         )
         for table in ("reports/metrics.json", "reports/denoisers.csv", "reports/robustness.csv"):
             assert evaluated[table] == lock_out_md5(repo, "evaluate", table), (ref, table)
-
-
-def _queue_processes(repo: Path) -> list[psutil.Process]:
-    """The `dvc queue start` and queue-worker processes working in `repo`."""
-    found = []
-    for process in processes_running("dvc") + processes_running("queue-worker"):
-        with contextlib.suppress(psutil.Error):
-            command = " ".join(process.cmdline())
-            if ("queue start" in command or "queue-worker" in command) and Path(
-                process.cwd()
-            ) == repo.resolve():
-                found.append(process)
-    return list({p.pid: p for p in found}.values())
-
-
-@contextlib.contextmanager
-def queue_started(repo: Path) -> Iterator[None]:
-    """`dvc queue start -j 2` (its output not captured: its workers would hold the pipes), and
-    its workers gone afterwards. They stop by themselves once the queue is empty, but a worker
-    whose monitor thread died reading a half-written broker message never does (DVC's celery
-    queue under load: treeverse/dvc#10428); this test started it, so it ends it."""
-    subprocess.run(
-        ["dvc", "queue", "start", "-j", "2"],
-        cwd=repo,
-        env=pipeline_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-        timeout=300,
-    )
-    try:
-        yield
-    finally:
-        _, alive = psutil.wait_procs(_queue_processes(repo), timeout=60)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        psutil.wait_procs(alive, timeout=30)
-
-
-def wait_for_queue(repo: Path, names: tuple[str, ...], limit_s: float = 900) -> str:
-    """`dvc queue status` once the named experiments are done. Until then, a cheap look at
-    git's experiment refs every second, and DVC's own status (1.5 s of CPU each, taken from the
-    experiments) only every 15 s, to notice a failure."""
-    deadline = time.monotonic() + limit_s
-    checked = time.monotonic()
-    while time.monotonic() < deadline:
-        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout
-        if all(f"/{name}\n" in refs for name in names):
-            break
-        if time.monotonic() - checked > 15:
-            checked = time.monotonic()
-            status = run(["dvc", "queue", "status"], repo).stdout
-            if "Queued" not in status and "Running" not in status:
-                return status
-        time.sleep(1)
-    while True:  # the refs come just before DVC marks the tasks done
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if ("Queued" not in status and "Running" not in status) or time.monotonic() > deadline:
-            return status
-        time.sleep(1)
 
 
 @pytest.fixture(scope="module")

@@ -106,9 +106,7 @@ def why_cold(record: dict) -> str | None:
     theirs = record.get("import_environment", {})
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):
-            return (
-                f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
-            )
+            return f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
     root = package_root()
     for relative, md5 in record.get("code", {}).items():
         try:

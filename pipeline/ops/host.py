@@ -102,7 +102,7 @@ def _text_stream(descriptor: int, mode: str, unbuffered: bool) -> io.TextIOWrapp
     tty = raw.isatty()
     binary = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
     return io.TextIOWrapper(
-        binary,  # type: ignore[arg-type]
+        binary,
         encoding=sys.getdefaultencoding() if tty else None,
         errors="backslashreplace" if descriptor == 2 else None,
         line_buffering=tty,
@@ -110,11 +110,16 @@ def _text_stream(descriptor: int, mode: str, unbuffered: bool) -> io.TextIOWrapp
     )
 
 
+PRELOAD_ENV = "AEPIPE_HOST_PRELOAD"  # comma-separated modules instead of PRELOADED (tests)
+
+
 def preload() -> None:
     for name, value in warm.IMPORT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    for module in PRELOADED:
-        importlib.import_module(module)
+    chosen = os.environ.get(PRELOAD_ENV)
+    for module in chosen.split(",") if chosen is not None else PRELOADED:
+        if module:
+            importlib.import_module(module)
 
 
 def code_manifest() -> dict[str, str]:
@@ -128,6 +133,10 @@ def code_manifest() -> dict[str, str]:
             path = Path(file).resolve()
             manifest[str(path.relative_to(root))] = warm.file_md5(path)
     return manifest
+
+
+def _command(request: dict) -> str:
+    return f"{' '.join([request['module'], *request['args']])} in {request['cwd']}"
 
 
 class Host:
@@ -196,6 +205,7 @@ class Host:
             return Job(request, streams)
         for descriptor in streams:
             os.close(descriptor)
+        print(f"{time.strftime('%H:%M:%S')} pid {pid}: {_command(request)}", flush=True)
         self.children[pid] = connection
         connection.sendall(f"started {pid}\n".encode())
         self.selector.register(connection, selectors.EVENT_READ, pid)
@@ -232,7 +242,6 @@ class Host:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(connection)
             connection.close()
-
 
 
 def serve(idle_s: float) -> Job | None:
@@ -358,7 +367,7 @@ def stop() -> str:
     running = running_host()
     if running is None:
         return "no stage host is up for this environment"
-    record, process = running
+    _, process = running
     stages = _stop(process)
     if stages:
         return (
@@ -379,7 +388,8 @@ def status() -> str:
     state = (
         f"stages from {warm.package_root()} start warm"
         if problem is None
-        else f"stages from {warm.package_root()} start cold: {problem}"
+        else f"stages from {warm.package_root()} start cold: {problem} (`aepipe host start` "
+        "restarts it)"
     )
     return (
         f"stage host up since {since} (pid {process.pid}, {running_stages} stage(s) running, "
