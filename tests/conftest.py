@@ -29,6 +29,7 @@ settings.load_profile(os.environ.get("AEPIPE_HYPOTHESIS", "repeatable"))
 LONGEST_FIRST = (
     "test_e2e_experiments.py",
     "test_reliability.py",
+    "test_e2e_host.py",
     "test_e2e.py",
     "test_tracking.py",
     "test_recipes.py",
@@ -74,8 +75,69 @@ def default_params() -> dict:
     return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
 
+class StageHost:
+    """The stage host of this test process (one per pytest-xdist worker), started the first time
+    a test runs stages: the end-to-end tests' stages start warm, as a user's do after `aepipe
+    host start`, and skip TensorFlow's import. Tests marked `cold_start` (the ones that kill,
+    pause or trace stage processes) run their stages cold; `AEPIPE_HOST=off` in the environment
+    of `make test` turns it off for all."""
+
+    directory: Path | None = None  # set when the session starts
+    enabled = os.environ.get("AEPIPE_HOST") != "off"
+    cold = False  # the running test is marked cold_start
+    started = False
+
+    @classmethod
+    def environment(cls) -> dict[str, str]:
+        if cls.directory is None or cls.cold or not cls.enabled:
+            return {"AEPIPE_HOST": "off"}
+        env = {"AEPIPE_HOST": "on", "AEPIPE_HOST_DIR": str(cls.directory)}
+        if not cls.started:
+            cls.started = True
+            run(["aepipe", "host", "start", "--idle", "10"], REPO_ROOT, env=pipeline_env(env))
+        return env
+
+    @classmethod
+    @contextlib.contextmanager
+    def cold_start(cls) -> Iterator[None]:
+        was, cls.cold = cls.cold, True
+        try:
+            yield
+        finally:
+            cls.cold = was
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.started:
+            env = pipeline_env({"AEPIPE_HOST": "on", "AEPIPE_HOST_DIR": str(cls.directory)})
+            run(["aepipe", "host", "stop"], REPO_ROOT, env=env)
+            for process in processes_running("pipeline.ops.host"):
+                with contextlib.suppress(psutil.Error):
+                    if process.environ().get("AEPIPE_HOST_DIR") == str(cls.directory):
+                        psutil.wait_procs([process], timeout=120)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stage_host(tmp_path_factory) -> Iterator[None]:
+    StageHost.directory = tmp_path_factory.getbasetemp() / "stage-host"
+    # What inherits this process's environment (a sweep's Ray nodes) uses this host, or none,
+    # never a user's.
+    os.environ["AEPIPE_HOST_DIR"] = str(StageHost.directory)
+    os.environ["AEPIPE_HOST"] = "on" if StageHost.enabled else "off"
+    yield
+    StageHost.stop()
+
+
+@pytest.fixture(autouse=True)
+def cold_where_marked(request) -> Iterator[None]:
+    StageHost.cold = request.node.get_closest_marker("cold_start") is not None
+    yield
+    StageHost.cold = False
+
+
 def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a user has after activating the venv, with no tracking server set."""
+    """The environment a user has after activating the venv, with no tracking server set, and
+    this test run's stage host (see StageHost)."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -87,7 +149,9 @@ def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "AEPIPE_CACHE_DIR", str(Path.home() / ".cache" / "aepipe")
     )
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["AEPIPE_HOST"] = "off"  # stages start cold unless a test starts a stage host for them
+    env["AEPIPE_HOST"] = "off"
+    if extra is None or "AEPIPE_HOST" not in extra:
+        env.update(StageHost.environment())
     env.update(extra or {})
     return env
 
@@ -218,7 +282,9 @@ def tiny_repository(destination: Path, tmp_path_factory) -> Path:
         if not (template / "dvc.lock").is_file():
             shutil.rmtree(template.parent, ignore_errors=True)
             template.mkdir(parents=True)
-            reproduced(template, merge(default_params(), TINY_PARAMS))
+            # Cold: what the tests then run warm is compared against what a cold start wrote.
+            with StageHost.cold_start():
+                reproduced(template, merge(default_params(), TINY_PARAMS))
     shutil.copytree(template, destination, symlinks=True)
     relocate_store(destination / "mlflow.db", str(template), str(destination))
     return destination

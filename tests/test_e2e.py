@@ -463,6 +463,7 @@ def test_after_a_failed_experiment_aepipe_restore_puts_the_workspace_back(repo):
         )
 
 
+@pytest.mark.cold_start  # pauses the training process DVC started
 def test_a_second_exp_run_in_the_workspace_fails_the_first_instead_of_mixing_params(repo):
     """`dvc exp run -S` writes params.yaml before DVC's lock refuses it. The first experiment,
     paused mid-training while that happens, must fail in one line, not evaluate and register a

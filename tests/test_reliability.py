@@ -26,7 +26,8 @@ from tests.conftest import (
     start_and_wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+# Kills and pauses stage processes: the ones DVC starts, as a cold start has them.
+pytestmark = [pytest.mark.e2e, pytest.mark.cold_start]
 
 # Enough epochs and images that a kill lands mid-training, small enough to take seconds.
 KILLABLE = {

@@ -36,14 +36,15 @@ TUTORIAL_LOSSES = {
     ),
 }  # fmt: skip
 PARTS_EXPLAINED = {
-    "core": "params schema, paths, errors, files, processes, how a command starts and ends",
+    "core": "params schema, paths, errors, files, processes, how a command starts and ends "
+    "(warm or cold)",
     "data": "MNIST's hashes and sources, checked array files, the splits, the seeded noise",
     "artifacts": "files stages hand each other: histories, baseline results, .keras archives",
     "evaluation": "metrics, classical denoisers, probes, the evaluation cores, figures, replicates",
     "modelling": "TensorFlow: architectures, the compiled training loop, workers, model files",
     "tracking": "MLflow: store, stage runs and the recorder, lookups, registry, sweeps' runs",
     "audit": "aepipe lineage, verify, compare, docs",
-    "ops": "aepipe server: the team's tracking server on PostgreSQL",
+    "ops": "aepipe server (the team's tracking server on PostgreSQL), aepipe host (the stage host)",
     "experiments": "aepipe replicate, sweep (with its cells on Ray), restore",
     "stages": "one thin module per DVC stage",
 }

@@ -33,11 +33,14 @@ HEADER = struct.Struct("!Q")  # the request's length, sent with the standard str
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 START_TIMEOUT_S = 30  # a host forks a stage's child within milliseconds
 
-# Read by TensorFlow and its libraries when they are imported (or their threads start), so a
-# host imported under other values would run a stage differently from a cold start. TF_CONFIG is
-# read when a stage builds its strategy, in the child: not part of it.
-IMPORT_TIME_PREFIXES = ("TF_", "XLA_", "KERAS_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "LD_")
-NOT_AT_IMPORT = {"TF_CONFIG"}
+# Read by Python, TensorFlow, Keras (~/.keras), Matplotlib or the numeric libraries at start-up
+# or import, so a host started under other values would run a stage differently from a cold
+# start. TF_CONFIG is read when a stage builds its strategy, in the child; the child takes
+# PYTHONPATH (as `sys.path`), PYTHONUNBUFFERED and PYTHONDONTWRITEBYTECODE from the stage.
+IMPORT_TIME_PREFIXES = (
+    "TF_", "XLA_", "KERAS_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "LD_", "MPL", "PYTHON", "HOME",
+)  # fmt: skip
+NOT_AT_IMPORT = {"TF_CONFIG", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
 # What a stage process sets before it imports TensorFlow (`core.entry.run_command`).
 IMPORT_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -86,6 +89,13 @@ def package_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def workspace_code() -> Path:
+    """The directory holding the `pipeline` package that stages started here run: the working
+    directory's (DVC runs `python -m` there), else this copy's."""
+    here = Path.cwd().resolve()
+    return here if (here / "pipeline" / "__init__.py").is_file() else package_root()
+
+
 def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -98,8 +108,9 @@ def read_record() -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def why_cold(record: dict) -> str | None:
-    """Why the host of `record` must not run this process's stage, or None."""
+def why_cold(record: dict, root: Path | None = None) -> str | None:
+    """Why the host of `record` must not run a stage of the code under `root` (default: this
+    copy's) in this process's environment, or None."""
     if record.get("site_stamp") != site_stamp():
         return "packages were installed or removed in this environment since the host started"
     ours = import_environment(os.environ)
@@ -107,7 +118,7 @@ def why_cold(record: dict) -> str | None:
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):
             return f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
-    root = package_root()
+    root = root or package_root()
     for relative, md5 in record.get("code", {}).items():
         try:
             same = file_md5(root / relative) == md5
@@ -119,15 +130,22 @@ def why_cold(record: dict) -> str | None:
 
 
 def stage_module() -> str | None:
-    """`pipeline.stages.<name>` when this process is `python -m pipeline.stages.<name> ...`."""
+    """`pipeline.stages.<name>` when this process is `python -m pipeline.stages.<name> ...`, as
+    DVC runs it (with no interpreter options, which the host would not have)."""
     argv = getattr(sys, "orig_argv", [])
-    for index, part in enumerate(argv[1:], start=1):
-        if part == "-m":
-            module = argv[index + 1] if index + 1 < len(argv) else ""
-            return module if module.startswith(STAGE_PREFIX) else None
-        if not part.startswith("-"):
-            return None
+    if len(argv) > 2 and argv[1] == "-m" and argv[2].startswith(STAGE_PREFIX):
+        return argv[2]
     return None
+
+
+def trusted(directory: Path) -> bool:
+    """Only this user may have made or changed what `directory` holds: a socket there receives
+    the stage's environment and streams."""
+    try:
+        status = directory.lstat()
+    except OSError:
+        return False
+    return status.st_uid == os.getuid() and not status.st_mode & 0o022 and directory.is_dir()
 
 
 def run_in_host() -> None:
@@ -138,7 +156,7 @@ def run_in_host() -> None:
         return
     if any(arg.startswith(("/proc/self/fd/", "/dev/fd/")) for arg in sys.argv):
         return  # a descriptor of this process (a multi-worker stage's params): only here
-    record = read_record()
+    record = read_record() if trusted(host_dir()) else None
     if record is None:
         return
     stage = module.removeprefix(STAGE_PREFIX)
@@ -175,6 +193,8 @@ def _send_request(connection: socket.socket, module: str) -> None:
             "env": dict(os.environ),
             "path": sys.path,
             "umask": _umask(),
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "cpus": sorted(os.sched_getaffinity(0)),
             "stage_pid": os.getpid(),
         }
     ).encode()

@@ -1,1 +1,2 @@
-"""Operating the team's services: the MLflow tracking server on PostgreSQL (`aepipe server`)."""
+"""Operating the project's services: the team's MLflow tracking server on PostgreSQL (`aepipe
+server`) and the stage host that starts stages warm (`aepipe host`)."""

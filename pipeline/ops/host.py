@@ -18,9 +18,11 @@ minutes without a stage, or at `aepipe host stop` once its running stages have e
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import io
 import json
+import math
 import os
 import runpy
 import selectors
@@ -34,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -79,6 +82,10 @@ class Job:
             os.close(descriptor)
         os.chdir(request["cwd"])
         os.umask(request["umask"])
+        with contextlib.suppress(OSError):  # a stage's own lower priority, and its cores
+            os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, request["cpus"])
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[processes.STAGE_PID_ENV] = str(request["stage_pid"])
@@ -89,6 +96,7 @@ class Job:
         for name in [name for name in sys.modules if name.split(".")[0] == "pipeline"]:
             del sys.modules[name]
         sys.path[:] = request["path"]
+        sys.dont_write_bytecode = bool(request["env"].get("PYTHONDONTWRITEBYTECODE"))
         sys.argv[:] = [request["module"], *request["args"]]
         unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
         sys.stdin = _text_stream(0, "r", unbuffered)
@@ -142,8 +150,9 @@ def _command(request: dict) -> str:
 class Host:
     """The serving loop: one forked child per stage, its exit status back to its stage process."""
 
-    def __init__(self, listener: socket.socket, idle_s: float, leave: Callable[[], None]):
+    def __init__(self, listener: socket.socket, idle_s: float, lock: IO, leave: Callable[[], None]):
         self.listener = listener
+        self.lock = lock  # held while this host takes stages: no second host meanwhile
         self.leave = leave  # removes the socket and the record
         self.idle_s = idle_s
         self.selector = selectors.DefaultSelector()
@@ -159,6 +168,7 @@ class Host:
                 self.selector.unregister(self.listener)
                 self.listener.close()  # stages that knock now start cold
                 self.leave()
+                self.lock.close()  # a new host may start while this one waits for its stages
             for key, _ in self.selector.select(POLL_S):
                 if key.fileobj is self.listener:
                     job = self._accept()
@@ -200,6 +210,7 @@ class Host:
             processes.die_with_parent(host)
             self.selector.close()
             self.listener.close()
+            self.lock.close()
             for other in [connection, *self.children.values()]:
                 other.close()
             return Job(request, streams)
@@ -247,10 +258,13 @@ class Host:
 def serve(idle_s: float) -> Job | None:
     """The host process: preload, listen, record itself, serve; in a child, the stage to run."""
     environment = warm.import_environment(os.environ)
+    directory = private_directory()
+    lock = open(directory / f"{warm.host_key()}.lock", "a")  # noqa: SIM115 (held while serving)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise PipelineError("another stage host is up for this environment") from None
     preload()
-    directory = warm.host_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
     path = warm.socket_path()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # `start` made sure no host answers there
@@ -259,7 +273,7 @@ def serve(idle_s: float) -> Job | None:
     listener.listen(16)
     inode = path.stat().st_ino
     identity = processes.process_identity(psutil.Process())
-    host = Host(listener, idle_s, lambda: _remove_if_ours(path, inode, identity))
+    host = Host(listener, idle_s, lock, lambda: _remove_if_ours(path, inode, identity))
     signal.signal(signal.SIGTERM, host.drain)
     signal.signal(signal.SIGINT, host.drain)
     record = {
@@ -281,6 +295,18 @@ def serve(idle_s: float) -> Job | None:
         if os.getpid() == record["pid"]:
             host.leave()
     return job
+
+
+def private_directory() -> Path:
+    """The directory of this user's hosts, made if needed, refused if others could write it."""
+    directory = warm.host_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not warm.trusted(directory):
+        raise PipelineError(
+            f"{directory}: not a directory that only this user can write; remove it, or set "
+            f"{warm.HOST_DIR_ENV} to one that is"
+        )
+    return directory
 
 
 def _remove_if_ours(path: Path, inode: int, identity: str) -> None:
@@ -310,23 +336,28 @@ def running_host() -> tuple[dict, psutil.Process] | None:
 def start(idle_minutes: float) -> str:
     """Start a host for this environment and this copy of the code (replacing one that serves
     other code); the line to print."""
-    if idle_minutes <= 0:
+    if not (math.isfinite(idle_minutes) and idle_minutes > 0):
         raise PipelineError(f"--idle {idle_minutes:g}: give a number of minutes above 0")
+    directory = private_directory()
+    with open(directory / f"{warm.host_key()}.start", "a") as starting:
+        fcntl.flock(starting, fcntl.LOCK_EX)  # two starts at once: the second finds the first
+        return _start(directory, idle_minutes)
+
+
+def _start(directory: Path, idle_minutes: float) -> str:
+    code = warm.workspace_code()
     running = running_host()
     if running is not None:
         record, process = running
-        problem = warm.why_cold(record)
-        if problem is None:
+        if warm.why_cold(record, code) is None:
             return f"stage host already up (pid {process.pid}): {_serving(record)}"
         _stop(process)
-    directory = warm.host_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     log = directory / f"{warm.host_key()}.log"
     began = time.monotonic()
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.ops.host", "--idle", str(idle_minutes * 60)],
-            cwd=warm.package_root(),
+            cwd=code,  # so that it imports this workspace's copy of its own modules
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -384,12 +415,12 @@ def status() -> str:
     record, process = running
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
     running_stages = len(process.children())
-    problem = warm.why_cold(record)
+    code = warm.workspace_code()
+    problem = warm.why_cold(record, code)
     state = (
-        f"stages from {warm.package_root()} start warm"
+        f"stages from {code} start warm"
         if problem is None
-        else f"stages from {warm.package_root()} start cold: {problem} (`aepipe host start` "
-        "restarts it)"
+        else f"stages from {code} start cold: {problem} (`aepipe host start` restarts it)"
     )
     return (
         f"stage host up since {since} (pid {process.pid}, {running_stages} stage(s) running, "
@@ -399,7 +430,11 @@ def status() -> str:
 
 def main(argv: list[str]) -> int:
     idle_s = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 60.0 * 60
-    job = serve(idle_s)
+    try:
+        job = serve(idle_s)
+    except PipelineError as exc:
+        print(f"aepipe host: error: {exc}", flush=True)
+        return 2
     if job is None:
         return 0
     job.run()
