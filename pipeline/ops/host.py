@@ -17,6 +17,7 @@ minutes without a stage, or at `aepipe host stop` once its running stages have e
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import importlib
@@ -32,11 +33,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import psutil
 
@@ -72,9 +74,9 @@ class Job:
     request: dict
     streams: list[int]
 
-    def run(self) -> None:
-        """Become the stage process the request describes, then run the stage as `python -m`
-        would (its exit status is this process's)."""
+    def run(self) -> NoReturn:
+        """Become the stage process the request describes, run the stage as `python -m` would,
+        and end with its exit status."""
         request = self.request
         os.setsid()  # not in the host's process group: only the stage process signals it
         for target, descriptor in enumerate(self.streams):
@@ -102,7 +104,40 @@ class Job:
         sys.stdin = _text_stream(0, "r", unbuffered)
         sys.stdout = _text_stream(1, "w", unbuffered)
         sys.stderr = _text_stream(2, "w", True)
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            status = 0
+        except SystemExit as exc:
+            status = _exit_status(exc.code)
+        except KeyboardInterrupt:  # uncaught: Python ends by the signal, and so does this
+            sys.excepthook(*sys.exc_info())
+            status = -signal.SIGINT
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+            status = 1
+        _end(status)
+
+
+def _exit_status(code: object) -> int:
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _end(status: int) -> NoReturn:
+    """End as the interpreter ends a script (non-daemon threads joined, atexit handlers run,
+    streams flushed), without tearing down the thousands of modules the host imported: that
+    alone would cost a light stage about a second."""
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if status < 0:
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    os._exit(status)
 
 
 def _text_stream(descriptor: int, mode: str, unbuffered: bool) -> io.TextIOWrapper:
@@ -437,7 +472,7 @@ def main(argv: list[str]) -> int:
         return 2
     if job is None:
         return 0
-    job.run()
+    job.run()  # never returns
     return 0
 
 

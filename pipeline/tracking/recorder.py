@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -200,12 +201,15 @@ def recording(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[St
     )
     command = [sys.executable, "-m", "pipeline.tracking.recorder", str(theirs.fileno())]
     with interrupts.held():
-        recorder = subprocess.Popen(
-            [*command, str(os.getpid())],
-            pass_fds=(theirs.fileno(),),
-            start_new_session=True,  # Ctrl-C at the terminal is the stage's to handle
-            env=_recorder_environment(code),
-        )
+        if os.environ.get(processes.STAGE_PID_ENV):  # run by the stage host: MLflow is imported
+            recorder: subprocess.Popen | _Forked = _Forked.start(theirs, ours, code)
+        else:
+            recorder = subprocess.Popen(
+                [*command, str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # Ctrl-C at the terminal is the stage's to handle
+                env=_recorder_environment(code),
+            )
         theirs.close()
         connection = Connection(ours.detach())
     run = StageRun(connection, tagged_md5s(tags, TAG_DEP))
@@ -231,6 +235,55 @@ def recording(stage: str, tags: dict[str, str], diff: str | None) -> Iterator[St
             with contextlib.suppress(subprocess.TimeoutExpired):
                 # Not killed if it is still busy: it ends the run with the status it was sent.
                 recorder.wait(None if status == "FINISHED" else GRACE_S)
+
+
+class _Forked:
+    """A recorder forked from a stage that the stage host runs, which has MLflow imported
+    already (a fresh recorder process would import it again, while the stage waits for its
+    run to open). The same process otherwise: its own session, the stage as its parent."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    @classmethod
+    def start(cls, theirs: socket.socket, ours: socket.socket, code: str) -> _Forked:
+        stage = os.getpid()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid:
+            return cls(pid)
+        status = 0
+        try:
+            os.setsid()
+            ours.close()
+            environment = _recorder_environment(code)
+            os.environ.clear()
+            os.environ.update(environment)
+            tempfile.tempdir = None
+            main(theirs.fileno(), stage)
+        except BaseException:
+            status = 1
+            with contextlib.suppress(Exception):
+                sys.excepthook(*sys.exc_info())
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(status)  # not the stage's atexit handlers, nor its module teardown
+
+    def wait(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not _reaped(self.pid):
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("recorder", timeout or 0)
+            time.sleep(0.02)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:  # reaped already
+        return True
 
 
 def _recorder_environment(code: str) -> dict[str, str]:
