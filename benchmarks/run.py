@@ -47,9 +47,9 @@ def measured(
     command: list[str], cwd: Path, env: dict[str, str], host: int | None = None
 ) -> tuple[float, float, str]:
     """Run `command`; return (wall seconds, peak memory in MB, stdout). The peak is of the sum of
-    the resident memory of every process of the command (and, with `host`, of the stage host's
-    children: the stages it runs), sampled every 50 ms; a child forked from the host counts the
-    pages it shares with the host in full."""
+    the proportional set sizes (PSS: each shared page split among the processes that share it)
+    of every process of the command and, with `host`, of the stage host's children (the stages
+    it runs), sampled every 50 ms."""
     import psutil
 
     started = time.perf_counter()
@@ -63,11 +63,7 @@ def measured(
                 tree += root.children(recursive=True)
                 if host is not None:
                     tree += psutil.Process(host).children(recursive=True)
-            total = 0
-            for member in tree:
-                with contextlib.suppress(psutil.Error):
-                    total += member.memory_info().rss
-            peak = max(peak, total)
+            peak = max(peak, sum(proportional_size(member.pid) for member in tree))
             time.sleep(SAMPLE_S)
         wall = time.perf_counter() - started
         out.seek(0)
@@ -76,6 +72,18 @@ def measured(
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
     return wall, peak / 2**20, stdout
+
+
+def proportional_size(pid: int) -> int:
+    """A process's PSS in bytes (Linux), 0 if it has ended."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def pipeline_env(extra: dict[str, str] | None = None) -> dict[str, str]:

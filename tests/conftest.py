@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -108,13 +109,16 @@ class StageHost:
 
     @classmethod
     def stop(cls) -> None:
-        if cls.started:
-            env = pipeline_env({"AEPIPE_HOST": "on", "AEPIPE_HOST_DIR": str(cls.directory)})
-            run(["aepipe", "host", "stop"], REPO_ROOT, env=env)
-            for process in processes_running("pipeline.ops.host"):
-                with contextlib.suppress(psutil.Error):
-                    if process.environ().get("AEPIPE_HOST_DIR") == str(cls.directory):
-                        psutil.wait_procs([process], timeout=120)
+        """Stop the host and wait until it has ended."""
+        if not cls.started or cls.directory is None:
+            return
+        hosts = []
+        for record in cls.directory.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
+                hosts.append(psutil.Process(json.loads(record.read_text())["pid"]))
+        env = pipeline_env({"AEPIPE_HOST": "on", "AEPIPE_HOST_DIR": str(cls.directory)})
+        run(["aepipe", "host", "stop"], REPO_ROOT, env=env)
+        psutil.wait_procs(hosts, timeout=120)
 
 
 @pytest.fixture(scope="session", autouse=True)
