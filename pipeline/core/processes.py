@@ -45,8 +45,9 @@ def pipeline_process() -> psutil.Process:
     """The `dvc repro` / `dvc exp run` process this stage runs under (the nearest `dvc`
     ancestor), or this process when a stage is run by hand. A stage run by the stage host looks
     from the process DVC started, which stands in for it."""
+    stand_in = os.environ.get(STAGE_PID_ENV)
     try:
-        me = psutil.Process(int(os.environ.get(STAGE_PID_ENV, os.getpid())))
+        me = psutil.Process(int(stand_in)) if stand_in else psutil.Process()
     except (psutil.Error, ValueError):
         me = psutil.Process()
     try:

@@ -178,6 +178,21 @@ def code_manifest() -> dict[str, str]:
     return manifest
 
 
+MAX_REQUEST_BYTES = 16 * 2**20
+REQUEST_FIELDS = {
+    "module": str, "args": list, "cwd": str, "env": dict, "path": list, "umask": int,
+    "nice": int, "cpus": list, "stage_pid": int,
+}  # fmt: skip
+
+
+def _well_formed(request: object) -> bool:
+    return (
+        isinstance(request, dict)
+        and all(isinstance(request.get(key), kind) for key, kind in REQUEST_FIELDS.items())
+        and request["module"].startswith(warm.STAGE_PREFIX)
+    )
+
+
 def _command(request: dict) -> str:
     return f"{' '.join([request['module'], *request['args']])} in {request['cwd']}"
 
@@ -225,22 +240,28 @@ class Host:
 
     def _accept(self) -> Job | None:
         connection, _ = self.listener.accept()
+        streams: list[int] = []
         try:
             connection.settimeout(REQUEST_TIMEOUT_S)
             header, streams, _, _ = socket.recv_fds(connection, warm.HEADER.size, 3)
             (length,) = warm.HEADER.unpack(header)
             body = b""
-            while len(body) < length:
+            while len(body) < min(length, MAX_REQUEST_BYTES):
                 chunk = connection.recv(length - len(body))
                 if not chunk:
                     raise OSError("the stage process went away")
                 body += chunk
             request = json.loads(body)
-        except (OSError, ValueError, struct.error):
+            if len(streams) != 3 or not _well_formed(request):
+                raise ValueError("not a stage request")
+            host = os.getpid()
+            pid = os.fork()
+        except (OSError, ValueError, struct.error) as exc:  # nothing started: it starts cold
+            print(f"{time.strftime('%H:%M:%S')} refused a request: {exc}", flush=True)
+            for descriptor in streams:
+                os.close(descriptor)
             connection.close()
             return None
-        host = os.getpid()
-        pid = os.fork()
         if pid == 0:
             processes.die_with_parent(host)
             self.selector.close()
@@ -253,7 +274,8 @@ class Host:
             os.close(descriptor)
         print(f"{time.strftime('%H:%M:%S')} pid {pid}: {_command(request)}", flush=True)
         self.children[pid] = connection
-        connection.sendall(f"started {pid}\n".encode())
+        with contextlib.suppress(OSError):  # gone already: the next read ends its child
+            connection.sendall(f"started {pid}\n".encode())
         self.selector.register(connection, selectors.EVENT_READ, pid)
         return None
 
