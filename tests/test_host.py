@@ -6,10 +6,13 @@ NumPy only; the real stages through a real host are in test_e2e_host.py."""
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -19,7 +22,7 @@ from tests.conftest import REPO_ROOT, pipeline_env, processes_running
 
 PROBE_STAGE = '''
 """A stage for the host's tests: says where it runs, then does what its arguments say."""
-import json, os, sys, time
+import json, os, resource, sys, time
 import pipeline
 from pipeline.core import processes
 
@@ -28,6 +31,7 @@ print(json.dumps({
     "pid": os.getpid(), "ppid": os.getppid(), "code": pipeline.__file__, "cwd": os.getcwd(),
     "argv": sys.argv[1:], "probe": os.environ.get("PROBE"), "mark": MARK,
     "pipeline_process": processes.pipeline_process().pid,
+    "files": resource.getrlimit(resource.RLIMIT_NOFILE),
 }), flush=True)
 action = sys.argv[1]
 if action == "exit":
@@ -109,7 +113,13 @@ def report(process: subprocess.Popen) -> dict:
 
 def test_a_stage_in_the_host_runs_as_a_cold_one_would(host, host_env):
     code, host_process = host
-    process = stage(code, {**host_env, "PROBE": "seen"}, "read", stdin=subprocess.PIPE)
+    process = stage(
+        code,
+        {**host_env, "PROBE": "seen"},
+        "read",
+        stdin=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (77, 77)),  # `ulimit -n`
+    )
     out, err = process.communicate("from the stage's stdin", timeout=60)
     said = json.loads(out.splitlines()[0])
     assert said["ppid"] == host_process.pid  # forked from the host
@@ -119,6 +129,7 @@ def test_a_stage_in_the_host_runs_as_a_cold_one_would(host, host_env):
     assert said["argv"] == ["read"]
     assert said["probe"] == "seen"
     assert said["pipeline_process"] == process.pid  # it looks from the process DVC would start
+    assert said["files"] == [77, 77]
     assert out.splitlines()[1] == "FROM THE STAGE'S STDIN"
     assert process.returncode == 0, err
     assert f"pipeline.stages.probe_host read in {code}" in host_log(host_env)
@@ -213,6 +224,8 @@ def test_a_host_killed_mid_stage_fails_it_in_one_line_and_takes_it_along(host, h
     assert json.loads(out.splitlines()[0])["pid"] == process.pid
     assert process.returncode == 0 and err == ""
     assert "no stage host is up" in aepipe_host("status", code, host_env)
+    assert list(Path(host_env["AEPIPE_HOST_DIR"]).glob("*.sock")) == []  # gone with it
+    assert list(Path(host_env["AEPIPE_HOST_DIR"]).glob("*.json")) == []
 
 
 def test_stop_lets_running_stages_end_and_new_ones_start_cold(host, host_env):
@@ -234,8 +247,8 @@ def test_stop_lets_running_stages_end_and_new_ones_start_cold(host, host_env):
 
 def test_a_host_ends_after_its_idle_time_and_stop_never_signals_a_stranger(tmp_path, host_env):
     code = code_copy(tmp_path / "code")
-    said = aepipe_host("start", code, host_env, "--idle", "0.02")
-    assert "ends after 0.02 idle minutes" in said
+    said = aepipe_host("start", code, host_env, "--idle", "0.05")
+    assert "ends after 0.05 idle minutes" in said
     record_file = next((tmp_path / "hosts").glob("*.json"))
     host_process = psutil.Process(json.loads(record_file.read_text())["pid"])
     _, alive = psutil.wait_procs([host_process], timeout=60)
@@ -246,3 +259,89 @@ def test_a_host_ends_after_its_idle_time_and_stop_never_signals_a_stranger(tmp_p
     record_file.write_text(json.dumps({"pid": psutil.Process().pid, "identity": "x:1:2"}))
     assert aepipe_host("stop", code, host_env) == "no stage host is up for this environment"
     assert processes_running("pipeline.ops.host", psutil.Process().children()) == []
+
+
+def test_a_stage_process_gone_before_the_host_took_it_never_runs_there(host, host_env):
+    """A host that was stopped (or busy) while the stage process gave up: no ghost run, and the
+    host goes on serving."""
+    code, host_process = host
+    host_process.suspend()
+    try:
+        process = stage(code, host_env, "exit", "0")
+        psutil.wait_procs([psutil.Process(process.pid)], timeout=2)  # it sends its request
+        process.kill()
+        process.wait(timeout=60)
+    finally:
+        host_process.resume()
+    later = stage(code, host_env, "exit", "0")
+    assert report(later)["ppid"] == host_process.pid
+    later.wait(timeout=60)
+    log = host_log(host_env)
+    assert log.count("pipeline.stages.probe_host exit 0") == 1, log
+    assert "refused a request: the stage process went away" in log
+
+
+def test_stop_with_a_stage_waiting_to_be_taken_starts_it_cold(host, host_env):
+    code, host_process = host
+    host_process.suspend()
+    try:
+        process = stage(code, host_env, "exit", "0")
+        host_process.terminate()  # held while it is stopped, handled first when it resumes
+    finally:
+        host_process.resume()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert json.loads(out.splitlines()[0])["pid"] == process.pid  # cold, with no word about it
+    assert err == ""
+    _, alive = psutil.wait_procs([host_process], timeout=60)
+    assert alive == []
+
+
+def test_ctrl_z_stops_the_stage_and_fg_resumes_it(host, host_env):
+    code, _ = host
+    process = stage(code, host_env, "sleep")
+    child = psutil.Process(report(process)["pid"])
+    process.send_signal(signal.SIGTSTP)
+    assert wait_for_status(child, psutil.STATUS_STOPPED)
+    process.send_signal(signal.SIGCONT)
+    assert wait_for_status(child, psutil.STATUS_SLEEPING)
+    process.send_signal(signal.SIGINT)
+    assert process.communicate(timeout=60)[0].strip() == "interrupted"
+
+
+def wait_for_status(process: psutil.Process, status: str) -> bool:
+    for _ in range(600):
+        if process.status() == status:
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+def test_something_else_answering_on_the_socket_starts_the_stage_cold(tmp_path, host_env):
+    """A record a host left and a socket where another program answers nonsense."""
+    code = code_copy(tmp_path / "code")
+    aepipe_host("start", code, host_env)
+    hosts = Path(host_env["AEPIPE_HOST_DIR"])
+    record = next(hosts.glob("*.json"))
+    kept = record.read_text()
+    host_process = psutil.Process(json.loads(kept)["pid"])
+    aepipe_host("stop", code, host_env)
+    psutil.wait_procs([host_process], timeout=60)
+    record.write_text(kept)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(record.with_suffix(".sock")))
+    listener.listen(1)
+
+    def answer_nonsense() -> None:
+        connection, _ = listener.accept()
+        connection.recv(1 << 20)
+        connection.sendall(b"\xff not a host\n")
+        connection.close()
+
+    threading.Thread(target=answer_nonsense, daemon=True).start()
+    process = stage(code, host_env, "exit", "0")
+    out, err = process.communicate(timeout=60)
+    listener.close()
+    assert process.returncode == 0, err
+    assert json.loads(out.splitlines()[0])["pid"] == process.pid
+    assert "Traceback" not in err

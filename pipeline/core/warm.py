@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import signal
 import socket
 import struct
@@ -31,6 +32,7 @@ SWITCH_ENV = "AEPIPE_HOST"  # "off": every stage starts cold
 STAGE_PREFIX = "pipeline.stages."
 HEADER = struct.Struct("!Q")  # the request's length, sent with the standard streams
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SUSPENSION = (signal.SIGTSTP, signal.SIGCONT)  # Ctrl-Z and fg/bg: relayed, and acted on here
 START_TIMEOUT_S = 30  # a host forks a stage's child within milliseconds
 
 # Read by Python, TensorFlow, Keras (~/.keras), Matplotlib or the numeric libraries at start-up
@@ -100,12 +102,47 @@ def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "pid": int, "identity": str, "started": (int, float), "idle_minutes": (int, float),
+    "code": dict, "import_environment": dict, "site_stamp": (int, float), "root": str,
+    "limits": dict,
+}  # fmt: skip
+
+
 def read_record() -> dict | None:
+    """The host's record in this user's host directory; None if there is none, or it is not
+    one a host wrote."""
     try:
         record = json.loads(record_path().read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(key), kind) for key, kind in RECORD_FIELDS.items()
+    ):
+        return None
+    values = [*record["code"].items(), *record["import_environment"].items()]
+    if not all(isinstance(key, str) and isinstance(value, str) for key, value in values):
+        return None
+    return record
+
+
+# The limits a stage inherits (`ulimit`): the child takes the stage process's, which it can
+# only if the host's hard limits are at least as high.
+LIMITS = {
+    name: getattr(resource, name)
+    for name in ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
+                 "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK")
+    if hasattr(resource, name)
+}  # fmt: skip
+
+
+def limits() -> dict[str, list[int]]:
+    return {name: list(resource.getrlimit(number)) for name, number in LIMITS.items()}
+
+
+def _above(ours: int, theirs: int) -> bool:
+    infinite = resource.RLIM_INFINITY
+    return theirs != infinite and (ours == infinite or ours > theirs)
 
 
 def why_cold(record: dict, root: Path | None = None) -> str | None:
@@ -118,6 +155,10 @@ def why_cold(record: dict, root: Path | None = None) -> str | None:
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):
             return f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
+    for name, (_, hard) in limits().items():
+        theirs = record["limits"].get(name)
+        if isinstance(theirs, list) and len(theirs) == 2 and _above(hard, theirs[1]):
+            return f"the limit {name} is higher here than where the host started (`ulimit`)"
     root = root or package_root()
     for relative, md5 in record.get("code", {}).items():
         try:
@@ -160,24 +201,31 @@ def run_in_host() -> None:
     if record is None:
         return
     stage = module.removeprefix(STAGE_PREFIX)
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.settimeout(10)
+        connection.connect(str(socket_path()))
+    except OSError:
+        connection.close()
+        return  # no host answers there (it ended, or was killed): a cold start
     problem = why_cold(record)
     if problem is not None:
+        connection.close()
         print(
             f"aepipe {stage}: starting cold, not in the stage host: {problem} "
             "(`aepipe host start` restarts it)",
             file=sys.stderr,
         )
         return
+    previous = {signum: signal.getsignal(signum) for signum in (*RELAYED, *SUSPENSION)}
     try:
-        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        connection.settimeout(10)
-        connection.connect(str(socket_path()))
         _send_request(connection, module)
     except OSError:
-        return  # no host answers there (it ended, or was killed): a cold start
-    previous = {signum: signal.getsignal(signum) for signum in RELAYED}
+        connection.close()
+        return
     kind, value = _relay(connection)
     if kind == "cold":  # the host ended before it started anything: nothing ran
+        connection.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         return
@@ -196,6 +244,7 @@ def _send_request(connection: socket.socket, module: str) -> None:
             "nice": os.getpriority(os.PRIO_PROCESS, 0),
             "cpus": sorted(os.sched_getaffinity(0)),
             "stage_pid": os.getpid(),
+            "limits": limits(),
         }
     ).encode()
     socket.send_fds(connection, [HEADER.pack(len(request))], [0, 1, 2])
@@ -217,8 +266,19 @@ def _relay(connection: socket.socket) -> tuple[str, int]:
         with contextlib.suppress(OSError):
             connection.sendall(f"signal {signum}\n".encode())
 
+    def suspend(signum: int, frame: object) -> None:  # Ctrl-Z: the child stops, then this
+        forward(signum, frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+
+    def resume(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTSTP, suspend)
+        forward(signum, frame)
+
     for signum in RELAYED:
         signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, suspend)
+    signal.signal(signal.SIGCONT, resume)
     started = False
     buffered = b""
     connection.settimeout(START_TIMEOUT_S)  # a host that is stopped or not one: never hang
@@ -226,21 +286,23 @@ def _relay(connection: socket.socket) -> tuple[str, int]:
         try:
             chunk = connection.recv(4096)
         except TimeoutError:
-            return "silent", 0
+            return ("silent", 0) if not started else ("lost", 0)
+        except OSError:  # reset: the host closed without taking it, or ended
+            chunk = b""
         if not chunk:
             break
         buffered += chunk
         *lines, buffered = buffered.split(b"\n")
         for line in lines:
-            kind, _, value = line.decode().partition(" ")
+            kind, _, value = line.decode(errors="replace").partition(" ")
             if kind == "started":
                 started = True
                 connection.settimeout(None)
-            elif kind in ("exit", "signal"):
+            elif kind in ("exit", "signal") and value.lstrip("-").isdigit():
                 return kind, int(value)
-    if not started:
-        return "cold", 0
-    return "lost", 0
+            else:
+                return ("lost", 0) if started else ("cold", 0)  # not a stage host speaking
+    return ("lost", 0) if started else ("cold", 0)
 
 
 def _end_as(stage: str, kind: str, value: int) -> None:

@@ -25,7 +25,9 @@ import io
 import json
 import math
 import os
+import resource
 import runpy
+import select
 import selectors
 import signal
 import socket
@@ -63,8 +65,10 @@ PRELOADED = (
     "matplotlib.pyplot",
 )
 READY_TIMEOUT_S = 120
+MIN_IDLE_MINUTES = 0.05
+MAX_IDLE_MINUTES = 7 * 24 * 60
 POLL_S = 0.2
-REQUEST_TIMEOUT_S = 10
+REQUEST_TIMEOUT_S = 2  # a stage process sends its request as soon as it connects
 
 
 @dataclass
@@ -73,11 +77,15 @@ class Job:
 
     request: dict
     streams: list[int]
+    go: int  # the host writes a byte here once the stage process knows the child started
 
     def run(self) -> NoReturn:
         """Become the stage process the request describes, run the stage as `python -m` would,
         and end with its exit status."""
         request = self.request
+        if os.read(self.go, 1) != b"1":  # the stage process is gone: never run for nobody
+            os._exit(1)
+        os.close(self.go)
         os.setsid()  # not in the host's process group: only the stage process signals it
         for target, descriptor in enumerate(self.streams):
             os.dup2(descriptor, target)
@@ -88,34 +96,44 @@ class Job:
             os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, request["cpus"])
+        for name, (soft, hard) in request["limits"].items():
+            if name in warm.LIMITS:
+                with contextlib.suppress(OSError, ValueError):
+                    resource.setrlimit(warm.LIMITS[name], (soft, hard))
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ[processes.STAGE_PID_ENV] = str(request["stage_pid"])
         tempfile.tempdir = None
-        for signum in (*warm.RELAYED, signal.SIGCHLD):
+        for signum in (*warm.RELAYED, *warm.SUSPENSION, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for name in [name for name in sys.modules if name.split(".")[0] == "pipeline"]:
             del sys.modules[name]
         sys.path[:] = request["path"]
         sys.dont_write_bytecode = bool(request["env"].get("PYTHONDONTWRITEBYTECODE"))
-        sys.argv[:] = [request["module"], *request["args"]]
+        stage_file = Path(request["cwd"], *request["module"].split(".")).with_suffix(".py")
+        sys.argv[:] = [str(stage_file), *request["args"]]  # runpy sets the file it finds
         unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
         sys.stdin = _text_stream(0, "r", unbuffered)
         sys.stdout = _text_stream(1, "w", unbuffered)
         sys.stderr = _text_stream(2, "w", True)
         try:
+            # Signals held since the fork arrive now, with the stage's own handling in place.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
             runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
             status = 0
         except SystemExit as exc:
             status = _exit_status(exc.code)
-        except KeyboardInterrupt:  # uncaught: Python ends by the signal, and so does this
-            sys.excepthook(*sys.exc_info())
-            status = -signal.SIGINT
+        except KeyboardInterrupt:  # before the stage's own handling: as `core.entry` ends
+            print(f"aepipe {stage_file.stem}: interrupted", file=sys.stderr)
+            status = 130
         except BaseException:
             sys.excepthook(*sys.exc_info())
             status = 1
         _end(status)
+
+
+HELD = {*warm.RELAYED, *warm.SUSPENSION}  # blocked from the fork until the stage runs
 
 
 def _exit_status(code: object) -> int:
@@ -131,12 +149,14 @@ def _end(status: int) -> NoReturn:
     alone would cost a light stage about a second."""
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
+    try:
+        sys.stdout.flush()
+    except Exception as exc:  # as Python does when stdout cannot take the last writes
         with contextlib.suppress(Exception):
-            stream.flush()
-    if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
-        os.kill(os.getpid(), -status)
+            print(f"Exception ignored flushing sys.stdout: {exc!r}", file=sys.stderr)
+        status = status or 120
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     os._exit(status)
 
 
@@ -181,8 +201,19 @@ def code_manifest() -> dict[str, str]:
 MAX_REQUEST_BYTES = 16 * 2**20
 REQUEST_FIELDS = {
     "module": str, "args": list, "cwd": str, "env": dict, "path": list, "umask": int,
-    "nice": int, "cpus": list, "stage_pid": int,
+    "nice": int, "cpus": list, "stage_pid": int, "limits": dict,
 }  # fmt: skip
+
+
+def _hung_up(connection: socket.socket) -> bool:
+    """Whether the stage process closed its end (it ended, or gave up waiting)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:  # reset
+        return True
 
 
 def _well_formed(request: object) -> bool:
@@ -221,6 +252,8 @@ class Host:
                 self.lock.close()  # a new host may start while this one waits for its stages
             for key, _ in self.selector.select(POLL_S):
                 if key.fileobj is self.listener:
+                    if self.draining:  # asked to stop meanwhile: waiting stages start cold
+                        continue
                     job = self._accept()
                     if job is not None:
                         return job
@@ -254,8 +287,16 @@ class Host:
             request = json.loads(body)
             if len(streams) != 3 or not _well_formed(request):
                 raise ValueError("not a stage request")
+            if _hung_up(connection):
+                raise OSError("the stage process went away (it gave up waiting)")
+            wait, go = os.pipe()
             host = os.getpid()
-            pid = os.fork()
+            signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+            try:
+                pid = os.fork()
+            finally:
+                if os.getpid() == host:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
         except (OSError, ValueError, struct.error) as exc:  # nothing started: it starts cold
             print(f"{time.strftime('%H:%M:%S')} refused a request: {exc}", flush=True)
             for descriptor in streams:
@@ -264,18 +305,25 @@ class Host:
             return None
         if pid == 0:
             processes.die_with_parent(host)
+            os.close(go)
             self.selector.close()
             self.listener.close()
             self.lock.close()
             for other in [connection, *self.children.values()]:
                 other.close()
-            return Job(request, streams)
+            return Job(request, streams, wait)
+        os.close(wait)
         for descriptor in streams:
             os.close(descriptor)
         print(f"{time.strftime('%H:%M:%S')} pid {pid}: {_command(request)}", flush=True)
         self.children[pid] = connection
-        with contextlib.suppress(OSError):  # gone already: the next read ends its child
+        try:
             connection.sendall(f"started {pid}\n".encode())
+            os.write(go, b"1")
+        except OSError:  # the stage process is gone: its child never runs
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.close(go)
         self.selector.register(connection, selectors.EVENT_READ, pid)
         return None
 
@@ -291,9 +339,11 @@ class Host:
             return
         for line in data.decode(errors="replace").splitlines():
             kind, _, value = line.partition(" ")
-            if kind == "signal" and value.isdigit() and int(value) in warm.RELAYED:
+            if kind == "signal" and value.isdigit() and int(value) in HELD:
+                # The child leads a session of its own: a stop signal would not stop it.
+                signum = signal.SIGSTOP if int(value) == signal.SIGTSTP else int(value)
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, int(value))
+                    os.kill(child, signum)
 
     def _reap(self) -> None:
         for pid in list(self.children):
@@ -342,6 +392,7 @@ def serve(idle_s: float) -> Job | None:
         "import_environment": environment,
         "site_stamp": warm.site_stamp(),
         "root": str(warm.package_root()),
+        "limits": warm.limits(),
     }
     temporary = warm.record_path().with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(record, indent=1))
@@ -377,24 +428,47 @@ def _remove_if_ours(path: Path, inode: int, identity: str) -> None:
 
 
 def running_host() -> tuple[dict, psutil.Process] | None:
-    """The host this environment's record names, if that very process still runs."""
-    record = warm.read_record()
+    """The host this environment's record names, if that very process still runs. The record
+    and socket of a host that is gone are removed (they would only mislead)."""
+    record = warm.read_record() if warm.trusted(warm.host_dir()) else None
     if record is None:
         return None
     try:
-        process = psutil.Process(int(record["pid"]))
+        process = psutil.Process(record["pid"])
         same = processes.process_identity(process) == record["identity"]
-        same = same and "pipeline.ops.host" in " ".join(process.cmdline())
-    except (psutil.Error, KeyError, ValueError, TypeError):
-        return None
-    return (record, process) if same else None
+        if same and "pipeline.ops.host" in " ".join(process.cmdline()):
+            return record, process
+    except psutil.Error:
+        pass
+    if processes.process_gone(record["identity"]):
+        _remove_stale(record["identity"])
+    return None
+
+
+def _remove_stale(identity: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(warm.record_path().read_text()).get("identity") == identity:
+            warm.record_path().unlink()
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(warm.socket_path()))
+    except ConnectionRefusedError:  # nobody listens there any more
+        with contextlib.suppress(OSError):
+            warm.socket_path().unlink()
+    except OSError:
+        pass
+    finally:
+        probe.close()
 
 
 def start(idle_minutes: float) -> str:
     """Start a host for this environment and this copy of the code (replacing one that serves
     other code); the line to print."""
-    if not (math.isfinite(idle_minutes) and idle_minutes > 0):
-        raise PipelineError(f"--idle {idle_minutes:g}: give a number of minutes above 0")
+    if not (math.isfinite(idle_minutes) and MIN_IDLE_MINUTES <= idle_minutes <= MAX_IDLE_MINUTES):
+        raise PipelineError(
+            f"--idle {idle_minutes:g}: give a number of minutes from {MIN_IDLE_MINUTES:g} "
+            f"to {MAX_IDLE_MINUTES:g} (a week)"
+        )
     directory = private_directory()
     with open(directory / f"{warm.host_key()}.start", "a") as starting:
         fcntl.flock(starting, fcntl.LOCK_EX)  # two starts at once: the second finds the first
@@ -404,14 +478,20 @@ def start(idle_minutes: float) -> str:
 def _start(directory: Path, idle_minutes: float) -> str:
     code = warm.workspace_code()
     running = running_host()
+    replaced = ""
     if running is not None:
         record, process = running
-        if warm.why_cold(record, code) is None:
+        problem = warm.why_cold(record, code)
+        if problem is None:
             return f"stage host already up (pid {process.pid}): {_serving(record)}"
-        _stop(process)
+        stages = _stop(process)
+        replaced = (
+            f"; it replaces the host (pid {process.pid}) that served {record['root']}, as "
+            f"{problem}" + (f" (its {stages} running stage(s) finish there)" if stages else "")
+        )
     log = directory / f"{warm.host_key()}.log"
     began = time.monotonic()
-    with open(log, "wb") as output:
+    with open(log, "ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.ops.host", "--idle", str(idle_minutes * 60)],
             cwd=code,  # so that it imports this workspace's copy of its own modules
@@ -425,11 +505,12 @@ def _start(directory: Path, idle_minutes: float) -> str:
         if running is not None and running[1].pid == process.pid:
             return (
                 f"stage host up in {time.monotonic() - began:.1f} s (pid {process.pid}): "
-                f"{_serving(running[0])}"
+                f"{_serving(running[0])}{replaced}"
             )
         if process.poll() is not None:
             lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
-            raise PipelineError(f"the stage host did not start: {lines[-1]} (log: {log})")
+            own = [line for line in lines if line.startswith("aepipe host: ")] or lines
+            raise PipelineError(f"the stage host did not start: {own[-1]} (log: {log})")
         time.sleep(0.1)
     process.kill()
     raise PipelineError(f"the stage host was not up after {READY_TIMEOUT_S} s (log: {log})")
@@ -466,6 +547,12 @@ def stop() -> str:
 
 
 def status() -> str:
+    directory = warm.host_dir()
+    if directory.exists() and not warm.trusted(directory):
+        return (
+            f"stages start cold: {directory} is not a directory that only this user can write "
+            f"(remove it, or set {warm.HOST_DIR_ENV} to one that is)"
+        )
     running = running_host()
     if running is None:
         return "no stage host is up for this environment: stages start cold"
