@@ -128,6 +128,7 @@ def stage_host(tmp_path_factory) -> Iterator[None]:
     # never a user's.
     os.environ["AEPIPE_HOST_DIR"] = str(StageHost.directory)
     os.environ["AEPIPE_HOST"] = "on" if StageHost.enabled else "off"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # as in pipeline_env, where the host starts
     yield
     StageHost.stop()
 
