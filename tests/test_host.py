@@ -345,3 +345,30 @@ def test_something_else_answering_on_the_socket_starts_the_stage_cold(tmp_path, 
     assert process.returncode == 0, err
     assert json.loads(out.splitlines()[0])["pid"] == process.pid
     assert "Traceback" not in err
+
+
+def test_a_child_killed_outright_ends_its_stage_process_by_the_same_signal(host, host_env):
+    """As a cold stage killed outright (the out-of-memory killer, say) ends: by SIGKILL."""
+    code, _ = host
+    process = stage(code, host_env, "sleep")
+    psutil.Process(report(process)["pid"]).kill()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, err
+
+
+def test_ctrl_c_while_the_host_has_not_taken_the_stage_ends_it_at_once(host, host_env):
+    code, host_process = host
+    host_process.suspend()
+    try:
+        process = stage(code, host_env, "exit", "0")
+        psutil.wait_procs([psutil.Process(process.pid)], timeout=2)  # it sends its request
+        process.send_signal(signal.SIGINT)
+        # Not the 30 s it waits for a silent host. (Its pipes stay open until the host resumes:
+        # the streams it sent are in flight to the host.)
+        assert process.wait(timeout=20) == 130
+    finally:
+        host_process.resume()
+    assert process.stderr.read().strip() == "aepipe probe_host: interrupted"
+    later = stage(code, host_env, "exit", "0")
+    later.communicate(timeout=60)
+    assert host_log(host_env).count("pipeline.stages.probe_host exit 0") == 1  # never ran

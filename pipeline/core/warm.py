@@ -31,6 +31,7 @@ HOST_DIR_ENV = "AEPIPE_HOST_DIR"  # where hosts keep their socket and record (de
 SWITCH_ENV = "AEPIPE_HOST"  # "off": every stage starts cold
 STAGE_PREFIX = "pipeline.stages."
 HEADER = struct.Struct("!Q")  # the request's length, sent with the standard streams
+PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid of the process that listens
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SUSPENSION = (signal.SIGTSTP, signal.SIGCONT)  # Ctrl-Z and fg/bg: relayed, and acted on here
 START_TIMEOUT_S = 30  # a host forks a stage's child within milliseconds
@@ -123,17 +124,17 @@ def read_record() -> dict | None:
     values = [*record["code"].items(), *record["import_environment"].items()]
     if not all(isinstance(key, str) and isinstance(value, str) for key, value in values):
         return None
+    if not all(
+        isinstance(pair, list) and len(pair) == 2 and all(type(n) is int for n in pair)
+        for pair in record["limits"].values()
+    ):
+        return None
     return record
 
 
 # The limits a stage inherits (`ulimit`): the child takes the stage process's, which it can
 # only if the host's hard limits are at least as high.
-LIMITS = {
-    name: getattr(resource, name)
-    for name in ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE",
-                 "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_STACK")
-    if hasattr(resource, name)
-}  # fmt: skip
+LIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
 def limits() -> dict[str, list[int]]:
@@ -205,9 +206,16 @@ def run_in_host() -> None:
     try:
         connection.settimeout(10)
         connection.connect(str(socket_path()))
+        peer_pid, peer_uid, _ = struct.unpack(
+            "3i",
+            connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")),
+        )
     except OSError:
         connection.close()
         return  # no host answers there (it ended, or was killed): a cold start
+    if (peer_pid, peer_uid) != (record["pid"], os.getuid()):
+        connection.close()
+        return  # another program listens there, not the host the record names
     problem = why_cold(record)
     if problem is not None:
         connection.close()
@@ -257,12 +265,20 @@ def _umask() -> int:
     return mask
 
 
+class _GaveUp(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP before the host started the stage's child."""
+
+
 def _relay(connection: socket.socket) -> tuple[str, int]:
     """Relay signals to the stage's child until the host says how it ended: ("exit", status) or
     ("signal", number); ("lost", 0) if the host ended while the child ran, ("cold", 0) if it
-    ended before it started one."""
+    ended before it started one (or something else answered), ("interrupted", signal) if a
+    signal came before the child started."""
+    started = False
 
     def forward(signum: int, frame: object) -> None:
+        if not started and signum in RELAYED:
+            raise _GaveUp(signum)  # a cold stage would end here and now
         with contextlib.suppress(OSError):
             connection.sendall(f"signal {signum}\n".encode())
 
@@ -279,30 +295,40 @@ def _relay(connection: socket.socket) -> tuple[str, int]:
         signal.signal(signum, forward)
     signal.signal(signal.SIGTSTP, suspend)
     signal.signal(signal.SIGCONT, resume)
-    started = False
     buffered = b""
     connection.settimeout(START_TIMEOUT_S)  # a host that is stopped or not one: never hang
-    while True:
-        try:
-            chunk = connection.recv(4096)
-        except TimeoutError:
-            return ("silent", 0) if not started else ("lost", 0)
-        except OSError:  # reset: the host closed without taking it, or ended
-            chunk = b""
-        if not chunk:
-            break
-        buffered += chunk
-        *lines, buffered = buffered.split(b"\n")
-        for line in lines:
-            kind, _, value = line.decode(errors="replace").partition(" ")
-            if kind == "started":
-                started = True
-                connection.settimeout(None)
-            elif kind in ("exit", "signal") and value.lstrip("-").isdigit():
-                return kind, int(value)
-            else:
-                return ("lost", 0) if started else ("cold", 0)  # not a stage host speaking
+    try:
+        while True:
+            try:
+                chunk = connection.recv(4096)
+            except TimeoutError:
+                return ("silent", 0) if not started else ("lost", 0)
+            except OSError:  # reset: the host closed without taking it, or ended
+                chunk = b""
+            if not chunk:
+                break
+            buffered += chunk
+            *lines, buffered = buffered.split(b"\n")
+            for line in lines:
+                kind, _, value = line.decode(errors="replace").partition(" ")
+                if kind == "started" and not started and value.isdigit():
+                    started = True
+                    connection.settimeout(None)
+                elif started and _ending(kind, value):
+                    return kind, int(value)
+                else:
+                    return ("lost", 0) if started else ("cold", 0)  # not a stage host speaking
+    except _GaveUp as gave_up:
+        connection.close()  # the host never starts a stage whose process hung up
+        return "interrupted", gave_up.args[0]
     return ("lost", 0) if started else ("cold", 0)
+
+
+def _ending(kind: str, value: str) -> bool:
+    """A well-formed "exit <status>" or "signal <number>" from the host."""
+    if not value.isdigit():
+        return False
+    return (kind == "exit" and int(value) < 256) or (kind == "signal" and 0 < int(value) < 65)
 
 
 def _end_as(stage: str, kind: str, value: int) -> None:
@@ -321,7 +347,12 @@ def _end_as(stage: str, kind: str, value: int) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    if kind == "signal":
-        signal.signal(value, signal.SIG_DFL)
+    if kind == "interrupted":
+        print(f"aepipe {stage}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    if kind == "signal":  # end by the same signal, as the stage did
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL, SIGSTOP: no handler to reset
+            signal.signal(value, signal.SIG_DFL)
         os.kill(os.getpid(), value)
+        sys.exit(128 + value)  # a signal that did not end this process
     sys.exit(value)

@@ -277,6 +277,9 @@ class Host:
         try:
             connection.settimeout(REQUEST_TIMEOUT_S)
             header, streams, _, _ = socket.recv_fds(connection, warm.HEADER.size, 3)
+            if not header:  # it looked, and starts cold (another host's code, say)
+                connection.close()
+                return None
             (length,) = warm.HEADER.unpack(header)
             body = b""
             while len(body) < min(length, MAX_REQUEST_BYTES):
@@ -438,7 +441,7 @@ def running_host() -> tuple[dict, psutil.Process] | None:
         same = processes.process_identity(process) == record["identity"]
         if same and "pipeline.ops.host" in " ".join(process.cmdline()):
             return record, process
-    except psutil.Error:
+    except (psutil.Error, ValueError, OverflowError):
         pass
     if processes.process_gone(record["identity"]):
         _remove_stale(record["identity"])
@@ -557,7 +560,10 @@ def status() -> str:
     if running is None:
         return "no stage host is up for this environment: stages start cold"
     record, process = running
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+    try:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+    except (ValueError, OverflowError, OSError):
+        since = "?"
     running_stages = len(process.children())
     code = warm.workspace_code()
     problem = warm.why_cold(record, code)
