@@ -108,6 +108,12 @@ def stage(code: Path, env: dict[str, str], *args: str, **popen) -> subprocess.Po
     )
 
 
+def sleeping_stage(code: Path, env: dict[str, str]) -> tuple[subprocess.Popen, psutil.Process]:
+    """A stage that sleeps in the host, and the child running it."""
+    process = stage(code, env, "sleep")
+    return process, psutil.Process(report(process)["pid"])
+
+
 def report(process: subprocess.Popen) -> dict:
     return json.loads(process.stdout.readline())
 
@@ -191,15 +197,13 @@ def test_two_repositories_on_one_host_each_run_their_own_code(host, host_env, tm
 
 def test_sigterm_reaches_the_stage_and_sigkill_takes_it_along(host, host_env):
     code, _ = host
-    process = stage(code, host_env, "sleep")
-    child = psutil.Process(report(process)["pid"])
+    process, child = sleeping_stage(code, host_env)
     process.terminate()
     process.communicate(timeout=60)
     assert process.returncode == -signal.SIGTERM  # it ended by the signal, as a cold stage does
     assert not child.is_running()
 
-    process = stage(code, host_env, "sleep")
-    child = psutil.Process(report(process)["pid"])
+    process, child = sleeping_stage(code, host_env)
     process.kill()
     process.wait(timeout=60)
     _, alive = psutil.wait_procs([child], timeout=60)
@@ -208,8 +212,7 @@ def test_sigterm_reaches_the_stage_and_sigkill_takes_it_along(host, host_env):
 
 def test_a_host_killed_mid_stage_fails_it_in_one_line_and_takes_it_along(host, host_env):
     code, host_process = host
-    process = stage(code, host_env, "sleep")
-    child = psutil.Process(report(process)["pid"])
+    process, child = sleeping_stage(code, host_env)
     host_process.kill()
     out, err = process.communicate(timeout=60)
     assert process.returncode == 2
@@ -300,8 +303,7 @@ def test_stop_with_a_stage_waiting_to_be_taken_starts_it_cold(host, host_env):
 
 def test_ctrl_z_stops_the_stage_and_fg_resumes_it(host, host_env):
     code, _ = host
-    process = stage(code, host_env, "sleep")
-    child = psutil.Process(report(process)["pid"])
+    process, child = sleeping_stage(code, host_env)
     process.send_signal(signal.SIGTSTP)
     assert wait_for_status(child, psutil.STATUS_STOPPED)
     process.send_signal(signal.SIGCONT)
