@@ -130,7 +130,7 @@ def the_pipeline_goes_on() -> None:
         raise KeyboardInterrupt("the dvc process that started this stage is gone")
 
 
-SYSTEM_TMPDIR = "AEPIPE_SYSTEM_TMPDIR"  # the temporary directory the stage's own replaced
+SYSTEM_TMPDIR = warm.SYSTEM_TMPDIR  # the temporary directory the stage's own replaced
 
 
 def private_temporary_directory() -> None:

@@ -26,9 +26,13 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from typing import TypeGuard
+
+from pipeline.core.files import file_digest
 
 HOST_DIR_ENV = "AEPIPE_HOST_DIR"  # where hosts keep their socket and record (default below)
 SWITCH_ENV = "AEPIPE_HOST"  # "off": every stage starts cold
+SYSTEM_TMPDIR = "AEPIPE_SYSTEM_TMPDIR"  # the temporary directory a stage's own replaced
 STAGE_PREFIX = "pipeline.stages."
 HEADER = struct.Struct("!Q")  # the request's length, sent with the standard streams
 PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid of the process that listens
@@ -51,7 +55,7 @@ IMPORT_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 def host_dir() -> Path:
     if configured := os.environ.get(HOST_DIR_ENV):
         return Path(configured)
-    system_tmp = os.environ.get("AEPIPE_SYSTEM_TMPDIR") or tempfile.gettempdir()
+    system_tmp = os.environ.get(SYSTEM_TMPDIR) or tempfile.gettempdir()
     return Path(system_tmp) / f"aepipe-host-{os.getuid()}"
 
 
@@ -99,15 +103,19 @@ def workspace_code() -> Path:
     return here if (here / "pipeline" / "__init__.py").is_file() else package_root()
 
 
-def file_md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "pid": int, "identity": str, "started": (int, float), "idle_minutes": (int, float),
     "code": dict, "import_environment": dict, "site_stamp": (int, float), "root": str,
     "limits": dict,
 }  # fmt: skip
+
+
+def well_typed(message: object, fields: dict[str, type | tuple[type, ...]]) -> TypeGuard[dict]:
+    """A dict with each of `fields` of its type (a record or a request read from a file or a
+    socket)."""
+    return isinstance(message, dict) and all(
+        isinstance(message.get(key), kind) for key, kind in fields.items()
+    )
 
 
 def read_record() -> dict | None:
@@ -117,9 +125,7 @@ def read_record() -> dict | None:
         record = json.loads(record_path().read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not all(
-        isinstance(record.get(key), kind) for key, kind in RECORD_FIELDS.items()
-    ):
+    if not well_typed(record, RECORD_FIELDS):
         return None
     values = [*record["code"].items(), *record["import_environment"].items()]
     if not all(isinstance(key, str) and isinstance(value, str) for key, value in values):
@@ -151,19 +157,17 @@ def why_cold(record: dict, root: Path | None = None) -> str | None:
     copy's) in this process's environment, or None."""
     if record.get("site_stamp") != site_stamp():
         return "packages were installed or removed in this environment since the host started"
-    ours = import_environment(os.environ)
-    theirs = record.get("import_environment", {})
+    ours, theirs = import_environment(os.environ), record["import_environment"]
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):
             return f"{name} is {ours.get(name)!r} here, {theirs.get(name)!r} where the host started"
     for name, (_, hard) in limits().items():
-        theirs = record["limits"].get(name)
-        if isinstance(theirs, list) and len(theirs) == 2 and _above(hard, theirs[1]):
+        if name in record["limits"] and _above(hard, record["limits"][name][1]):
             return f"the limit {name} is higher here than where the host started (`ulimit`)"
     root = root or package_root()
-    for relative, md5 in record.get("code", {}).items():
+    for relative, md5 in record["code"].items():
         try:
-            same = file_md5(root / relative) == md5
+            same = file_digest(root / relative) == md5
         except OSError:
             same = False
         if not same:
@@ -206,10 +210,8 @@ def run_in_host() -> None:
     try:
         connection.settimeout(10)
         connection.connect(str(socket_path()))
-        peer_pid, peer_uid, _ = struct.unpack(
-            "3i",
-            connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")),
-        )
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER.size)
+        peer_pid, peer_uid, _ = PEER.unpack(credentials)
     except OSError:
         connection.close()
         return  # no host answers there (it ended, or was killed): a cold start

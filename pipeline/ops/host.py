@@ -46,6 +46,7 @@ import psutil
 
 from pipeline.core import processes, warm
 from pipeline.core.errors import PipelineError
+from pipeline.core.files import file_digest, write_json_atomic
 
 # What the stages import that costs time: TensorFlow and Keras (training, evaluation), MLflow
 # (registry), scikit-learn, SciPy, scikit-image and pandas (baselines, probes, comparisons).
@@ -194,12 +195,12 @@ def code_manifest() -> dict[str, str]:
         file = getattr(module, "__file__", None)
         if (name == "__main__" or name.split(".")[0] == "pipeline") and file:
             path = Path(file).resolve()
-            manifest[str(path.relative_to(root))] = warm.file_md5(path)
+            manifest[str(path.relative_to(root))] = file_digest(path)
     return manifest
 
 
 MAX_REQUEST_BYTES = 16 * 2**20
-REQUEST_FIELDS = {
+REQUEST_FIELDS: dict[str, type | tuple[type, ...]] = {
     "module": str, "args": list, "cwd": str, "env": dict, "path": list, "umask": int,
     "nice": int, "cpus": list, "stage_pid": int, "limits": dict,
 }  # fmt: skip
@@ -217,10 +218,8 @@ def _hung_up(connection: socket.socket) -> bool:
 
 
 def _well_formed(request: object) -> bool:
-    return (
-        isinstance(request, dict)
-        and all(isinstance(request.get(key), kind) for key, kind in REQUEST_FIELDS.items())
-        and request["module"].startswith(warm.STAGE_PREFIX)
+    return warm.well_typed(request, REQUEST_FIELDS) and request["module"].startswith(
+        warm.STAGE_PREFIX
     )
 
 
@@ -397,9 +396,7 @@ def serve(idle_s: float) -> Job | None:
         "root": str(warm.package_root()),
         "limits": warm.limits(),
     }
-    temporary = warm.record_path().with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=1))
-    temporary.replace(warm.record_path())
+    write_json_atomic(warm.record_path(), record)
     try:
         job = host.serve()
     finally:
@@ -425,7 +422,12 @@ def _remove_if_ours(path: Path, inode: int, identity: str) -> None:
     with contextlib.suppress(OSError):
         if path.stat().st_ino == inode:
             path.unlink()
-    with contextlib.suppress(OSError, ValueError):
+    _remove_record_of(identity)
+
+
+def _remove_record_of(identity: str) -> None:
+    """Remove the record if it still names the host of `identity`."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         if json.loads(warm.record_path().read_text()).get("identity") == identity:
             warm.record_path().unlink()
 
@@ -449,9 +451,7 @@ def running_host() -> tuple[dict, psutil.Process] | None:
 
 
 def _remove_stale(identity: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(warm.record_path().read_text()).get("identity") == identity:
-            warm.record_path().unlink()
+    _remove_record_of(identity)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(warm.socket_path()))
